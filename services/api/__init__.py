@@ -1,0 +1,1 @@
+"""One FastAPI app in four concurrency variants: see variants/ and README.md."""

@@ -1,0 +1,75 @@
+"""asyncpg's pool: acquire() already waits, up to DB_ACQUIRE_TIMEOUT, then we answer 503."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+
+from .errors import DatabaseUnavailable, PoolExhausted
+from .settings import Settings
+
+Row = dict[str, Any]
+# What a dead or unreachable server looks like through asyncpg.
+_UNAVAILABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+
+
+class AsyncDatabase:
+    def __init__(self, s: Settings) -> None:
+        self.s = s
+        self._waiting = 0
+        # min_size=0 so that a database that is down at start-up does not stop the API:
+        # __aenter__ opens DB_POOL_MIN connections best effort, and
+        # max_inactive_connection_lifetime=0 keeps them open.
+        self.pool = asyncpg.create_pool(
+            s.database_url,
+            min_size=0,
+            max_size=s.db_pool_max,
+            max_inactive_connection_lifetime=0,
+            timeout=s.db_connect_timeout,
+            server_settings={"statement_timeout": str(s.max_delay_ms + 5_000)},
+        )
+
+    async def __aenter__(self) -> AsyncDatabase:
+        await self.pool
+        conns = await asyncio.gather(
+            *(self.pool.acquire() for _ in range(self.s.db_pool_min)), return_exceptions=True
+        )
+        for conn in conns:
+            if not isinstance(conn, BaseException):
+                await self.pool.release(conn)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.pool.close()
+
+    async def fetchrow(self, query: str, *args: object) -> Row | None:
+        self._waiting += 1
+        try:
+            conn = await self.pool.acquire(timeout=self.s.db_acquire_timeout)
+        except TimeoutError as exc:
+            raise PoolExhausted(
+                f"no database connection free after {self.s.db_acquire_timeout:g} s "
+                f"(DB_POOL_MAX={self.s.db_pool_max})"
+            ) from exc
+        except _UNAVAILABLE as exc:
+            raise DatabaseUnavailable(str(exc) or type(exc).__name__) from exc
+        finally:
+            self._waiting -= 1
+        try:
+            row = await conn.fetchrow(query, *args)
+        except _UNAVAILABLE as exc:
+            raise DatabaseUnavailable(str(exc) or type(exc).__name__) from exc
+        finally:
+            await self.pool.release(conn)
+        return None if row is None else dict(row)
+
+    def stats(self) -> dict[str, int]:
+        size = self.pool.get_size()
+        return {
+            "size": size,
+            "in_use": size - self.pool.get_idle_size(),
+            "waiting": self._waiting,
+            "max": self.pool.get_max_size(),
+        }

@@ -1,0 +1,164 @@
+"""Live numbers: request latency, in-flight requests, event-loop lag, threadpool, pools, executor.
+
+Prometheus metrics are process-wide. Under gunicorn every worker is its own process, so
+gunicorn.conf.py sets PROMETHEUS_MULTIPROC_DIR: each worker then writes its samples to files there
+and /metrics (whichever worker answers) merges them: histograms and counters add up, gauges use
+the multiprocess_mode given below ("livesum": summed over live workers, "livemax": the worst).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio.to_thread
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 3, 5, 10, 20, 30, 60)
+
+REQUEST_SECONDS = Histogram(
+    "lab_http_request_duration_seconds", "Request latency", ["route", "method", "status"],
+    buckets=LATENCY_BUCKETS,
+)  # fmt: skip
+IN_FLIGHT = Gauge(
+    "lab_http_requests_in_flight", "Requests being served", multiprocess_mode="livesum"
+)
+LOOP_LAG = Gauge(
+    "lab_event_loop_lag_seconds", "Lateness of the last loop-lag probe", multiprocess_mode="livemax"
+)
+LOOP_LAG_SAMPLES = Histogram(
+    "lab_event_loop_lag_probe_seconds", "Lateness of every loop-lag probe", buckets=LATENCY_BUCKETS
+)
+THREADS_BORROWED = Gauge(
+    "lab_threadpool_tokens_borrowed", "AnyIO thread limiter tokens in use",
+    multiprocess_mode="livesum",
+)  # fmt: skip
+THREADS_TOTAL = Gauge(
+    "lab_threadpool_tokens_total", "AnyIO thread limiter size", multiprocess_mode="livesum"
+)
+DB_POOL = Gauge(
+    "lab_db_pool_connections", "Database pool: size, in_use, waiting, max", ["state"],
+    multiprocess_mode="livesum",
+)  # fmt: skip
+EXECUTOR_QUEUE = Gauge(
+    "lab_cpu_executor_queue_depth", "CPU jobs waiting for an executor worker",
+    multiprocess_mode="livesum",
+)  # fmt: skip
+
+LAG_WINDOW_S = 10.0  # /runtime reports the worst lag over this window: a trainer reads it late
+
+
+@dataclass
+class Live:
+    """The same numbers for /runtime, read directly (prometheus gauges are write-only here)."""
+
+    in_flight: int = 0
+    lag_s: float = 0.0
+    lag_samples: deque[tuple[float, float]] = field(default_factory=deque)
+    started: float = field(default_factory=time.time)
+
+    def record_lag(self, lag: float) -> None:
+        now = time.monotonic()
+        self.lag_s = lag
+        self.lag_samples.append((now, lag))
+        while self.lag_samples and self.lag_samples[0][0] < now - LAG_WINDOW_S:
+            self.lag_samples.popleft()
+
+    def lag_max_s(self) -> float:
+        return max((lag for _, lag in self.lag_samples), default=0.0)
+
+
+class MetricsMiddleware:
+    """Pure ASGI (BaseHTTPMiddleware would add a task per request and distort what we measure)."""
+
+    def __init__(self, app: ASGIApp, live: Live) -> None:
+        self.app, self.live = app, live
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        start = time.perf_counter()
+        self.live.in_flight += 1
+        IN_FLIGHT.inc()
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            self.live.in_flight -= 1
+            IN_FLIGHT.dec()
+            # The route template, not the raw path: /items/1 and /items/2 are one series.
+            route = getattr(scope.get("route"), "path", "unmatched")
+            REQUEST_SECONDS.labels(route, scope["method"], str(status)).observe(
+                time.perf_counter() - start
+            )
+
+
+def threadpool_stats() -> dict[str, int]:
+    limiter = anyio.to_thread.current_default_thread_limiter()  # needs the running loop
+    return {"borrowed": int(limiter.borrowed_tokens), "total": int(limiter.total_tokens)}
+
+
+@contextlib.asynccontextmanager
+async def lag_probe(
+    live: Live, interval: float, extra: Callable[[], dict[str, Any]]
+) -> AsyncIterator[None]:
+    """Sleep `interval` again and again; how late each wake-up is = how long the loop was blocked.
+
+    Each wake-up also refreshes the gauges, so every gunicorn worker keeps its own numbers fresh."""
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(interval)
+            lag = max(0.0, loop.time() - before - interval)
+            live.record_lag(lag)
+            LOOP_LAG.set(lag)
+            LOOP_LAG_SAMPLES.observe(lag)
+            threads = threadpool_stats()
+            THREADS_BORROWED.set(threads["borrowed"])
+            THREADS_TOTAL.set(threads["total"])
+            pools = extra()
+            for state, value in pools.get("db_pool", {}).items():
+                DB_POOL.labels(state).set(value)
+            if executor := pools.get("executor"):
+                EXECUTOR_QUEUE.set(executor["queued"])
+
+    task = asyncio.create_task(run(), name="loop-lag-probe")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def prometheus_text() -> tuple[bytes, str]:
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

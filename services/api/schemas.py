@@ -1,0 +1,90 @@
+"""The contract every variant serves: parameter types and response models, defined once."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import Path, Query
+from pydantic import BaseModel, Field
+
+from .settings import settings
+
+# Query/path parameter types. Bounds come from settings, so a bad value is a 422 naming the
+# parameter, never a 500 and never a request that sleeps for an hour.
+ItemId = Annotated[int, Path(ge=1, le=2**63 - 1, description="primary key of an item")]
+DelayMs = Annotated[
+    int,
+    Query(ge=0, le=settings.max_delay_ms, description="how long the slow dependency takes"),
+]
+Work = Annotated[int, Query(ge=1, le=settings.max_work, description="CPU work units (see /cpu)")]
+CpuKind = Annotated[
+    Literal["python", "native"],
+    Query(description="python holds the GIL (pure-Python loop); native releases it (pbkdf2)"),
+]
+
+
+class Item(BaseModel):
+    id: int
+    name: str
+    price_cents: int
+    created_at: datetime
+
+
+class SlowQuery(BaseModel):
+    delay_ms: int
+    item: Item
+
+
+class Todo(BaseModel):
+    userId: int  # the upstream's own (camelCase) field name
+    id: int
+    title: str
+    completed: bool
+
+
+class UpstreamCall(BaseModel):
+    delay_ms: int
+    elapsed_ms: float
+    todo: Todo
+
+
+class CpuResult(BaseModel):
+    kind: Literal["python", "native"]
+    work: int
+    elapsed_ms: float = Field(description="time the work itself took, where it ran")
+    pid: int = Field(description="process that did the work (not the API's when offloaded)")
+    digest: str
+
+
+class Mixed(BaseModel):
+    item: Item
+    todo: Todo
+    cpu: CpuResult
+
+
+class OrderIn(BaseModel):
+    item_id: int = Field(ge=1, le=2**63 - 1)
+    quantity: int = Field(ge=1, le=1_000)
+    note: str | None = Field(None, max_length=200)
+
+
+class Order(OrderIn):
+    id: int
+    created_at: datetime
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not ready"]
+    checks: dict[str, str]
+
+
+class Problem(BaseModel):
+    """Body of every error the API answers on purpose (404, 422, 502, 503, 504)."""
+
+    error: str
+    detail: str

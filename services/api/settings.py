@@ -1,0 +1,105 @@
+"""Every knob of the API: environment -> this one object -> code.
+
+The defaults below are the documented defaults (README "Knobs" is generated from the same table).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Literal
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Variant = Literal["sync", "async", "offload", "blocking"]
+
+
+class Settings(BaseSettings):
+    # env_ignore_empty: `FOO=` in a shell or .env means "use the default", not "empty string".
+    model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore", frozen=True)
+
+    api_variant: Variant = Field("async", description="which concurrency model this process serves")
+    api_host: str = Field("127.0.0.1", description="address to bind")
+    api_port: int = Field(8000, ge=1, le=65535, description="port to bind")
+    api_server: Literal["uvicorn", "gunicorn"] = Field("uvicorn", description="process server")
+    api_workers: int = Field(1, ge=1, le=64, description="gunicorn worker processes")
+    api_loop: Literal["uvloop", "asyncio"] = Field("uvloop", description="event loop")
+    access_log: bool = Field(False, description="log every request (costs CPU under load)")
+
+    database_url: str = Field(
+        "postgresql://postgres:postgres@127.0.0.1:5432/postgres", description="PostgreSQL DSN"
+    )
+    db_pool_min: int = Field(2, ge=0, description="connections opened at start-up, per process")
+    db_pool_max: int = Field(20, ge=1, description="connection cap per process")
+    db_acquire_timeout: float = Field(
+        5.0, gt=0, description="seconds to wait for a free connection before answering 503"
+    )
+    db_connect_timeout: float = Field(3.0, gt=0, description="seconds to open one connection")
+
+    upstream_url: str = Field("http://127.0.0.1:8080", description="base URL of the mock upstream")
+    upstream_timeout: float = Field(
+        10.0, gt=0, description="seconds for one upstream call before answering 504"
+    )
+    upstream_max_connections: int = Field(
+        100, ge=1, description="HTTP connections to the upstream, per process"
+    )
+
+    threadpool_tokens: int = Field(
+        40, ge=1, description="AnyIO thread limiter size: concurrent `def` endpoints per process"
+    )
+    cpu_executor: Literal["process", "thread"] = Field(
+        "process", description="offload variant: where CPU work runs"
+    )
+    cpu_workers: int = Field(2, ge=1, description="offload variant: executor size")
+
+    default_delay_ms: int = Field(100, ge=0, description="delay_ms when a request gives none")
+    max_delay_ms: int = Field(10_000, ge=0, description="largest delay_ms accepted (else 422)")
+    default_work: int = Field(20, ge=1, description="CPU work units when a request gives none")
+    max_work: int = Field(1_000, ge=1, description="largest work accepted (else 422)")
+
+    loop_lag_interval: float = Field(
+        0.05, gt=0, description="seconds between event-loop lag probes (and metric refreshes)"
+    )
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> Settings:
+        if self.db_pool_min > self.db_pool_max:
+            raise ValueError("DB_POOL_MIN must not exceed DB_POOL_MAX")
+        if self.default_delay_ms > self.max_delay_ms:
+            raise ValueError("DEFAULT_DELAY_MS must not exceed MAX_DELAY_MS")
+        if self.default_work > self.max_work:
+            raise ValueError("DEFAULT_WORK must not exceed MAX_WORK")
+        return self
+
+    def public(self) -> dict[str, object]:
+        """Settings as shown by /runtime: the database password masked."""
+        data = self.model_dump()
+        data["database_url"] = _mask_password(self.database_url)
+        return data
+
+
+def _mask_password(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not at or ":" not in creds:
+        return url
+    user = creds.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:***@{host}"
+
+
+def load_settings() -> Settings:
+    """Read the environment; on a bad value stop with one line naming the variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            if err["loc"]:
+                name = "_".join(str(p) for p in err["loc"]).upper()
+                lines.append(f"invalid setting {name}: {err['msg']} (got {err['input']!r})")
+            else:  # a cross-field rule: its message names the variables
+                lines.append(f"invalid settings: {err['msg'].removeprefix('Value error, ')}")
+        sys.exit("\n".join(lines))
+
+
+settings = load_settings()

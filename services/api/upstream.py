@@ -1,0 +1,97 @@
+"""Clients for the slow mock upstream: one pooled httpx client per process, sync or async."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+
+from .errors import PoolExhausted, UpstreamError, UpstreamTimeout
+from .schemas import Todo, UpstreamCall
+from .settings import Settings
+
+TODO_ID = 1
+
+
+def _client_options(s: Settings) -> dict[str, object]:
+    return {
+        "base_url": s.upstream_url,
+        # One number bounds connect, each read, each write and the wait for a pooled connection:
+        # a hung upstream becomes a 504 after UPSTREAM_TIMEOUT, never a hung request.
+        "timeout": httpx.Timeout(s.upstream_timeout),
+        "limits": httpx.Limits(
+            max_connections=s.upstream_max_connections,
+            max_keepalive_connections=s.upstream_max_connections,
+        ),
+    }
+
+
+@contextmanager
+def _translate_errors(timeout: float) -> Iterator[None]:
+    """httpx exceptions -> the lab's 502/503/504 (wraps both the sync and the async call)."""
+    try:
+        yield
+    except httpx.PoolTimeout as exc:
+        raise PoolExhausted(f"no upstream connection free after {timeout:g} s") from exc
+    except httpx.TimeoutException as exc:
+        raise UpstreamTimeout(f"upstream did not answer within {timeout:g} s") from exc
+    except httpx.HTTPError as exc:
+        raise UpstreamError(f"upstream unreachable: {type(exc).__name__}") from exc
+
+
+def _result(response: httpx.Response, delay_ms: int, start: float) -> UpstreamCall:
+    if response.status_code != 200:
+        raise UpstreamError(f"upstream answered {response.status_code}")
+    elapsed_ms = (time.perf_counter() - start) * 1000
+    return UpstreamCall(
+        delay_ms=delay_ms, elapsed_ms=elapsed_ms, todo=Todo.model_validate_json(response.content)
+    )
+
+
+class SyncUpstream:
+    def __init__(self, s: Settings) -> None:
+        self.timeout = s.upstream_timeout
+        self.client = httpx.Client(**_client_options(s))  # type: ignore[arg-type]
+
+    def __enter__(self) -> SyncUpstream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.close()
+
+    def todo(self, delay_ms: int) -> UpstreamCall:
+        start = time.perf_counter()
+        with _translate_errors(self.timeout):
+            response = self.client.get(f"/todos/{TODO_ID}", params={"delay_ms": delay_ms})
+        return _result(response, delay_ms, start)
+
+    def ping(self) -> None:
+        with _translate_errors(self.timeout):
+            self.client.get("/healthz").raise_for_status()
+
+
+class AsyncUpstream:
+    def __init__(self, s: Settings) -> None:
+        self.timeout = s.upstream_timeout
+        opts = _client_options(s)
+        from httpx_aiohttp import AiohttpTransport
+
+        self.client = httpx.AsyncClient(**opts, transport=AiohttpTransport(limits=opts["limits"]))  # type: ignore[arg-type]
+
+    async def __aenter__(self) -> AsyncUpstream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.client.aclose()
+
+    async def todo(self, delay_ms: int) -> UpstreamCall:
+        start = time.perf_counter()
+        with _translate_errors(self.timeout):
+            response = await self.client.get(f"/todos/{TODO_ID}", params={"delay_ms": delay_ms})
+        return _result(response, delay_ms, start)
+
+    async def ping(self) -> None:
+        with _translate_errors(self.timeout):
+            (await self.client.get("/healthz")).raise_for_status()

@@ -1,0 +1,86 @@
+"""CPU work of a given size, and the executor the offload variant sends it to.
+
+One work unit is about 1 ms of one core on the reference machine (2-core Debian VM), for both kinds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from typing import Literal, ParamSpec, TypeVar
+
+from .schemas import CpuResult
+
+PYTHON_ITERATIONS_PER_UNIT = 12_000
+PBKDF2_ROUNDS_PER_UNIT = 4_000
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def burn(work: int, kind: Literal["python", "native"]) -> CpuResult:
+    """Module-level (picklable), so a process pool can run it too."""
+    start = time.perf_counter()
+    if kind == "python":
+        # Pure-Python bytecode: holds the GIL the whole time, so threads cannot run it in parallel.
+        acc = 0
+        for i in range(work * PYTHON_ITERATIONS_PER_UNIT):
+            acc = (acc * 31 + i) & 0xFFFFFFFF
+        digest = f"{acc:08x}"
+    else:
+        # hashlib releases the GIL inside pbkdf2, so threads do run this in parallel.
+        digest = hashlib.pbkdf2_hmac(
+            "sha256", b"lab", b"salt", work * PBKDF2_ROUNDS_PER_UNIT
+        ).hex()[:16]
+    elapsed_ms = (time.perf_counter() - start) * 1000
+    return CpuResult(kind=kind, work=work, elapsed_ms=elapsed_ms, pid=os.getpid(), digest=digest)
+
+
+class CountingExecutor(Executor):
+    """Wraps a pool to count submitted-but-unfinished jobs: the queue depth /metrics shows."""
+
+    def __init__(self, inner: Executor, kind: str, workers: int) -> None:
+        self.inner, self.kind, self.workers = inner, kind, workers
+        self._pending = 0
+        self._lock = threading.Lock()  # done-callbacks run on the pool's threads
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        with self._lock:
+            self._pending += 1
+        future = self.inner.submit(fn, *args, **kwargs)
+        future.add_done_callback(self._done)
+        return future
+
+    def _done(self, _: Future[object]) -> None:
+        with self._lock:
+            self._pending -= 1
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self.inner.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+    def stats(self) -> dict[str, object]:
+        pending = self._pending
+        return {
+            "kind": self.kind,
+            "workers": self.workers,
+            "pending": pending,
+            "queued": max(0, pending - self.workers),
+        }
+
+
+def make_executor(kind: Literal["process", "thread"], workers: int) -> CountingExecutor:
+    if kind == "thread":
+        inner: Executor = ThreadPoolExecutor(workers, thread_name_prefix="cpu")
+    else:
+        # spawn, not fork: forking a process that runs an event loop and threads is unsafe.
+        ctx = multiprocessing.get_context("spawn")
+        inner = ProcessPoolExecutor(workers, mp_context=ctx)
+        # Start every worker now, so the first requests do not pay the interpreter start-up.
+        for f in [inner.submit(burn, 1, "python") for _ in range(workers)]:
+            f.result()
+    return CountingExecutor(inner, kind, workers)

@@ -1,0 +1,1 @@
+"""Native (container-free) runner for the lab: embedded PostgreSQL plus server processes."""
