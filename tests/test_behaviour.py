@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 
 import httpx
-import pytest
 
-from tests.helpers import burst, get
+from tests.helpers import burst
 
 N = 20
 DELAY_MS = 100
@@ -77,23 +77,31 @@ def test_runtime_and_metrics_show_threadpool_in_use_during_sync_load(start_api) 
     assert idle["threadpool"]["borrowed"] == 0 and idle["in_flight"] == 1  # itself
 
 
-@pytest.mark.parametrize("kind", ["python", "native"])
-def test_cpu_threads_help_only_native_work_processes_help_both(start_api, kind: str) -> None:
-    work, n = 60, 4  # 4 jobs of ~60 ms CPU, 2 executor workers: ideal parallel time = half
-    walls, serial = {}, {}
-    for executor in ("thread", "process"):
-        url = start_api("offload", CPU_EXECUTOR=executor, CPU_WORKERS=2)
-        # One job at a time, as measured where it ran: what n jobs cost with no parallelism.
-        one = [get(f"{url}/cpu?work={work}&kind={kind}").json()["elapsed_ms"] for _ in range(3)]
-        serial[executor] = n * sorted(one)[1] / 1000
-        walls[executor], responses = burst(f"{url}/cpu?work={work}&kind={kind}", n)
-        assert all(r.status_code == 200 for r in responses)
-    speedup = {e: serial[e] / walls[e] for e in walls}
-    assert speedup["process"] > 1.3, speedup  # processes: parallel for both kinds
-    if kind == "python":
-        assert speedup["thread"] < 1.15, speedup  # the GIL: threads take turns
-    else:
-        assert speedup["thread"] > 1.3, speedup  # pbkdf2 releases the GIL
+def test_cpu_threads_help_only_native_work_processes_help_both(start_api) -> None:
+    """4 jobs of ~100 ms CPU on: 1 thread (the serial reference), 2 threads, 2 processes."""
+    pools = {
+        "1 thread": start_api("offload", CPU_EXECUTOR="thread", CPU_WORKERS=1),
+        "2 threads": start_api("offload", CPU_EXECUTOR="thread", CPU_WORKERS=2),
+        "2 processes": start_api("offload", CPU_EXECUTOR="process", CPU_WORKERS=2),
+    }
+    for url in pools.values():
+        burst(f"{url}/cpu?work=5&kind=python", 2)  # start the pools' threads and processes
+    wall: dict[tuple[str, str], float] = {}
+    for kind in ("python", "native"):
+        # Round-robin, best of 3: this VM's cores are noisy, and a disturbance then hits every
+        # pool alike; the best run of each is its least disturbed one.
+        for _ in range(3):
+            for name, url in pools.items():
+                elapsed, responses = burst(f"{url}/cpu?work=100&kind={kind}", 4)
+                assert all(r.status_code == 200 for r in responses)
+                wall[kind, name] = min(elapsed, wall.get((kind, name), elapsed))
+    ratio = {k: round(wall[k] / wall[k[0], "1 thread"], 2) for k in wall}
+    # The GIL: two threads take turns on pure-Python work, no faster than one.
+    assert ratio["python", "2 threads"] > 0.9, ratio
+    # Processes run it in parallel; pbkdf2 releases the GIL, so threads do too.
+    assert ratio["python", "2 processes"] < 0.8, ratio
+    assert ratio["native", "2 threads"] < 0.8, ratio
+    assert ratio["native", "2 processes"] < 0.8, ratio
 
 
 def test_cpu_in_async_def_blocks_other_requests(start_api) -> None:
@@ -112,15 +120,26 @@ def test_cpu_in_async_def_blocks_other_requests(start_api) -> None:
 
 def test_gunicorn_workers_merge_metrics(start_api) -> None:
     url = start_api("async", API_SERVER="gunicorn", API_WORKERS=2)
+
+    def tokens_total() -> float:
+        text = httpx.get(f"{url}/metrics").text
+        return sum(_samples(text, "lab_threadpool_tokens_total"))
+
+    deadline = time.monotonic() + 20  # /healthz answers as soon as the first worker is up
+    while tokens_total() != 80 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert tokens_total() == 80  # 40 per worker, summed over both
     _, responses = burst(f"{url}/items/3", 30)
     assert all(r.status_code == 200 for r in responses)
     text = httpx.get(f"{url}/metrics").text
-    count = sum(
+    # Every worker's requests, whichever worker answered /metrics.
+    assert sum(_samples(text, "lab_http_request_duration_seconds_count", "/items/{item_id}")) == 30
+    assert httpx.get(f"{url}/runtime").json()["server"] == "gunicorn"
+
+
+def _samples(text: str, name: str, label: str = "") -> list[float]:
+    return [
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
-        if line.startswith("lab_http_request_duration_seconds_count")
-        and 'route="/items/{item_id}"' in line
-    )
-    assert count == 30, text  # all workers' requests, whichever worker answered /metrics
-    assert "lab_threadpool_tokens_total 80.0" in text  # 40 per worker, summed
-    assert httpx.get(f"{url}/runtime").json()["server"] == "gunicorn"
+        if line.startswith(name) and label in line
+    ]

@@ -78,10 +78,16 @@ def test_upstream_5xx_is_502(start_api, start_upstream, variant: str) -> None:
     assert r.json() == {"error": "upstream error", "detail": "upstream answered 503"}
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_upstream_hang_is_504_within_the_timeout(start_api, start_upstream, variant: str) -> None:
+@pytest.mark.parametrize(
+    ("variant", "transport"), [(v, "aiohttp") for v in VARIANTS] + [("async", "httpcore")]
+)
+def test_upstream_hang_is_504_within_the_timeout(
+    start_api, start_upstream, variant: str, transport: str
+) -> None:
     upstream = start_upstream(MOCK_HANG_RATE=1.0)
-    url = start_api(variant, UPSTREAM_URL=upstream, UPSTREAM_TIMEOUT=0.5)
+    url = start_api(
+        variant, UPSTREAM_URL=upstream, UPSTREAM_TIMEOUT=0.5, UPSTREAM_TRANSPORT=transport
+    )
     start = time.perf_counter()
     r = httpx.get(f"{url}/io/upstream?delay_ms=1", timeout=10)
     elapsed = time.perf_counter() - start
@@ -90,8 +96,9 @@ def test_upstream_hang_is_504_within_the_timeout(start_api, start_upstream, vari
     assert 0.5 <= elapsed < 2.0, elapsed
 
 
-def test_upstream_unreachable_is_502(start_api) -> None:
-    url = start_api("async", UPSTREAM_URL="http://127.0.0.1:1")
+@pytest.mark.parametrize("transport", ["aiohttp", "httpcore"])
+def test_upstream_unreachable_is_502(start_api, transport: str) -> None:
+    url = start_api("async", UPSTREAM_URL="http://127.0.0.1:1", UPSTREAM_TRANSPORT=transport)
     r = httpx.get(f"{url}/io/upstream")
     assert r.status_code == 502 and r.json()["error"] == "upstream error"
     assert httpx.get(f"{url}/readyz").status_code == 503

@@ -41,7 +41,11 @@ class Settings(BaseSettings):
         10.0, gt=0, description="seconds for one upstream call before answering 504"
     )
     upstream_max_connections: int = Field(
-        100, ge=1, description="HTTP connections to the upstream, per process"
+        1000, ge=1, description="HTTP connections to the upstream, per process (httpx: 100)"
+    )
+
+    upstream_transport: Literal["aiohttp", "httpcore"] = Field(
+        "aiohttp", description="async variants: transport under httpx.AsyncClient (see README)"
     )
 
     threadpool_tokens: int = Field(
@@ -103,3 +107,17 @@ def load_settings() -> Settings:
 
 
 settings = load_settings()
+
+
+def markdown_table() -> str:
+    """The knobs table of README.md (a test keeps the two in step)."""
+    rows = ["| variable | default | what it does |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        shown = str(default).lower() if isinstance(default, bool) else str(default)
+        rows.append(f"| `{name.upper()}` | `{shown}` | {field.description} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())
