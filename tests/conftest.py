@@ -4,7 +4,6 @@ Everything binds 127.0.0.1 on free ports, so tests never collide with a running 
 """
 
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,12 +11,12 @@ from typing import Protocol
 
 import pytest
 
+from services.lab.__main__ import api_process, upstream_process
 from services.lab.netcheck import free_port
 from services.lab.ports import VARIANTS
 from services.lab.postgres import database
 from services.lab.procs import ServerProcess, Supervisor
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
 
 
@@ -44,33 +43,12 @@ def database_url(lab_tmp: Path) -> Iterator[str]:
 
 def _upstream_process(lab_tmp: Path, **env: object) -> tuple[ServerProcess, str]:
     port = free_port(HOST)
-    proc = ServerProcess(
-        name="upstream",
-        cmd=[sys.executable, "-m", "services.upstream"],
-        env={"MOCK_HOST": HOST, "MOCK_PORT": str(port), **{k: str(v) for k, v in env.items()}},
-        health_url=f"http://{HOST}:{port}/healthz",
-        log_path=lab_tmp / "logs" / f"upstream-{port}.log",
-        cwd=REPO_ROOT,
-    )
-    return proc, f"http://{HOST}:{port}"
+    return upstream_process(port, lab_tmp / "logs", **env), f"http://{HOST}:{port}"
 
 
 def _api_process(lab_tmp: Path, variant: str, env: dict[str, object]) -> tuple[ServerProcess, str]:
     port = free_port(HOST)
-    proc = ServerProcess(
-        name=f"api-{variant}",
-        cmd=[sys.executable, "-m", "services.api"],
-        env={
-            "API_VARIANT": variant,
-            "API_HOST": HOST,
-            "API_PORT": str(port),
-            **{name: str(value) for name, value in env.items()},
-        },
-        health_url=f"http://{HOST}:{port}/healthz",
-        log_path=lab_tmp / "logs" / f"api-{variant}-{port}.log",
-        cwd=REPO_ROOT,
-    )
-    return proc, f"http://{HOST}:{port}"
+    return api_process(variant, port, lab_tmp / "logs", **env), f"http://{HOST}:{port}"
 
 
 @pytest.fixture(scope="session")

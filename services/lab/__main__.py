@@ -57,19 +57,25 @@ def planned_ports(variants: Sequence[str]) -> dict[str, int]:
     return {"upstream": UPSTREAM_PORT, **{f"api-{v}": API_PORTS[v] for v in variants}}
 
 
-def upstream_process() -> ServerProcess:
+def upstream_process(
+    port: int = UPSTREAM_PORT, log_dir: Path = LOG_DIR, **env: object
+) -> ServerProcess:
+    """`python -m services.upstream` on `port`; env adds MOCK_* settings."""
     return ServerProcess(
         name="upstream",
         cmd=[sys.executable, "-m", "services.upstream"],
-        env={"MOCK_HOST": HOST, "MOCK_PORT": str(UPSTREAM_PORT)},
-        health_url=f"{UPSTREAM_URL}/healthz",
-        log_path=LOG_DIR / "upstream.log",
+        env={"MOCK_HOST": HOST, "MOCK_PORT": str(port), **{k: str(v) for k, v in env.items()}},
+        health_url=f"http://{HOST}:{port}/healthz",
+        log_path=log_dir / f"upstream-{port}.log",
         cwd=REPO_ROOT,
     )
 
 
-def api_process(variant: str, dsn: str) -> ServerProcess:
-    port = API_PORTS[variant]
+def api_process(
+    variant: str, port: int | None = None, log_dir: Path = LOG_DIR, **env: object
+) -> ServerProcess:
+    """`python -m services.api` for one variant (on its lab port by default); env adds settings."""
+    port = port or API_PORTS[variant]
     return ServerProcess(
         name=f"api-{variant}",
         cmd=[sys.executable, "-m", "services.api"],
@@ -77,11 +83,11 @@ def api_process(variant: str, dsn: str) -> ServerProcess:
             "API_VARIANT": variant,
             "API_HOST": HOST,
             "API_PORT": str(port),
-            "DATABASE_URL": dsn,
             "UPSTREAM_URL": UPSTREAM_URL,
+            **{k: str(v) for k, v in env.items()},
         },
         health_url=f"http://{HOST}:{port}/healthz",
-        log_path=LOG_DIR / f"api-{variant}.log",
+        log_path=log_dir / f"api-{variant}-{port}.log",
         cwd=REPO_ROOT,
     )
 
@@ -113,7 +119,7 @@ def run(variants: Sequence[str]) -> None:
             print("lab: starting upstream ...", flush=True)
             supervisor.start(upstream_process(), health_timeout=HEALTH_TIMEOUT)
             print(f"lab: starting API variants: {', '.join(variants)} ...", flush=True)
-            apis = [api_process(v, dsn) for v in variants]
+            apis = [api_process(v, DATABASE_URL=dsn) for v in variants]
             supervisor.start(*apis, health_timeout=HEALTH_TIMEOUT)
             print(url_table(variants, dsn), flush=True)
             while True:
