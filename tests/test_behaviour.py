@@ -99,16 +99,16 @@ def test_cpu_threads_help_only_native_work_processes_help_both(start_api) -> Non
     # The GIL: two threads take turns on pure-Python work, no faster than one.
     assert ratio["python", "2 threads"] > 0.9, ratio
     # Processes run it in parallel; pbkdf2 releases the GIL, so threads do too.
-    assert ratio["python", "2 processes"] < 0.8, ratio
-    assert ratio["native", "2 threads"] < 0.8, ratio
-    assert ratio["native", "2 processes"] < 0.8, ratio
+    assert ratio["python", "2 processes"] < 0.85, ratio
+    assert ratio["native", "2 threads"] < 0.85, ratio
+    assert ratio["native", "2 processes"] < 0.85, ratio
 
 
 def test_cpu_in_async_def_blocks_other_requests(start_api) -> None:
     """CPU inline in `async def` freezes the loop: a 1 ms request waits behind it."""
     lags = {}
     for variant in ("async", "offload"):
-        url = start_api(variant, CPU_EXECUTOR="thread")
+        url = start_api(variant, CPU_EXECUTOR="process")
         timer = threading.Timer(0.05, lambda u=url, v=variant: lags.__setitem__(
             v, httpx.get(f"{u}/healthz").elapsed.total_seconds()))  # fmt: skip
         timer.start()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -139,3 +143,63 @@ def test_bad_setting_stops_startup_naming_the_variable(name: str, value: str) ->
 def test_asyncio_loop_is_selectable(start_api) -> None:
     url = start_api("async", API_LOOP="asyncio")
     assert httpx.get(f"{url}/runtime").json()["loop"] == "asyncio"
+
+
+@pytest.mark.parametrize("note", ["nul \u0000 inside", "lone \ud800 surrogate"])
+def test_unstorable_note_is_422_not_500(lab_apis: dict[str, str], note: str) -> None:
+    body = json.dumps({"item_id": 1, "quantity": 1, "note": note})  # JSON escapes both
+    for url in lab_apis.values():
+        r = httpx.post(f"{url}/orders", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"][0]["loc"] == ["body", "note"]
+
+
+def test_unknown_item_in_order_is_422_naming_item_id(lab_apis: dict[str, str]) -> None:
+    for url in lab_apis.values():
+        r = httpx.post(f"{url}/orders", json={"item_id": 500_000, "quantity": 1})
+        assert r.status_code == 422
+        assert r.json()["detail"][0]["loc"] == ["body", "item_id"]
+
+
+def test_unknown_route_and_method_answer_json(lab_apis: dict[str, str]) -> None:
+    url = lab_apis["async"]
+    assert httpx.get(f"{url}/nope").json() == {"error": "not found", "detail": "Not Found"}
+    r = httpx.delete(f"{url}/items/1")
+    assert r.status_code == 405 and r.json()["error"] == "http error"
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_statement_timeout_is_504(start_api, variant: str) -> None:
+    url = start_api(variant, DB_STATEMENT_TIMEOUT=0.5)
+    start = time.perf_counter()
+    r = httpx.get(f"{url}/io/db?delay_ms=3000", timeout=10)
+    assert r.status_code == 504, r.text
+    assert r.json()["error"] == "database timeout"
+    assert time.perf_counter() - start < 2.5
+    assert httpx.get(f"{url}/items/1").status_code == 200  # the connection is still good
+
+
+@pytest.mark.parametrize("variant", ["sync", "async"])
+def test_database_that_never_answers_is_503_not_a_hang(start_api, variant: str) -> None:
+    # A socket that accepts connections (kernel backlog) but never speaks PostgreSQL.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        port = silent.getsockname()[1]
+        url = start_api(
+            variant, DATABASE_URL=f"postgresql://x@127.0.0.1:{port}/x", DB_CONNECT_TIMEOUT=1
+        )
+        start = time.perf_counter()
+        r = httpx.get(f"{url}/items/1", timeout=20)
+        assert r.status_code == 503
+        assert r.json()["error"] == "database unavailable"  # not "pool exhausted"
+        assert time.perf_counter() - start < 5
+
+
+def test_dead_cpu_worker_is_503_then_recovers(start_api) -> None:
+    url = start_api("offload", CPU_EXECUTOR="process", CPU_WORKERS=2)
+    pids = {httpx.get(f"{url}/cpu?work=1").json()["pid"] for _ in range(6)}
+    os.kill(pids.pop(), signal.SIGKILL)
+    codes = [httpx.get(f"{url}/cpu?work=1", timeout=30).status_code for _ in range(4)]
+    assert set(codes) <= {200, 503}, codes  # never a 500
+    assert codes[-1] == 200, codes  # the pool was replaced

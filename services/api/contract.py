@@ -12,17 +12,13 @@ from types import ModuleType
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.exceptions import RequestValidationError
 
-from .errors import LabError, NotFound
+from .errors import NotFound
 from .schemas import CpuResult, Item, Mixed, Order, Problem, SlowQuery, UpstreamCall
 
 MIXED_ITEM_ID = 42
 MIXED_WORK = 2  # "a little CPU": about 2 ms
-
-
-class InvalidReference(LabError):
-    status_code = 422
-    error = "invalid request"
 
 
 @dataclass(frozen=True)
@@ -84,5 +80,9 @@ def item_or_404(row: dict[str, Any] | None, item_id: int) -> Item:
 
 def order_or_422(row: dict[str, Any] | None, item_id: int) -> Order:
     if row is None:
-        raise InvalidReference(f"item_id: item {item_id} does not exist")
+        # The same 422 shape as every other bad parameter: the client parses one format.
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": ("body", "item_id"), "input": item_id,
+              "msg": f"item {item_id} does not exist"}]
+        )  # fmt: skip
     return Order.model_validate(row)

@@ -7,12 +7,20 @@ from typing import Any
 
 import asyncpg
 
-from .errors import DatabaseUnavailable, PoolExhausted
+from .errors import DatabaseTimeout, DatabaseUnavailable, PoolExhausted, from_sqlstate
 from .settings import Settings
 
 Row = dict[str, Any]
 # What a dead or unreachable server looks like through asyncpg.
 _UNAVAILABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+
+
+def _translate(exc: Exception) -> Exception:
+    if isinstance(exc, asyncpg.PostgresError):
+        return from_sqlstate(exc.sqlstate, str(exc)) or exc
+    if isinstance(exc, _UNAVAILABLE):
+        return DatabaseUnavailable(str(exc) or type(exc).__name__)
+    return exc
 
 
 class AsyncDatabase:
@@ -28,7 +36,7 @@ class AsyncDatabase:
             max_size=s.db_pool_max,
             max_inactive_connection_lifetime=0,
             timeout=s.db_connect_timeout,
-            server_settings={"statement_timeout": str(s.max_delay_ms + 5_000)},
+            server_settings={"statement_timeout": str(int(s.db_statement_timeout * 1000))},
         )
 
     async def __aenter__(self) -> AsyncDatabase:
@@ -44,23 +52,35 @@ class AsyncDatabase:
     async def __aexit__(self, *exc: object) -> None:
         await self.pool.close()
 
-    async def fetchrow(self, query: str, *args: object) -> Row | None:
+    async def _acquire(self) -> asyncpg.Connection:
         self._waiting += 1
         try:
-            conn = await self.pool.acquire(timeout=self.s.db_acquire_timeout)
+            return await self.pool.acquire(timeout=self.s.db_acquire_timeout)
         except TimeoutError as exc:
+            # acquire's timeout also covers opening a new connection: only a full pool is
+            # "exhausted"; otherwise the database did not answer in time.
+            if self.pool.get_size() < self.pool.get_max_size():
+                raise DatabaseUnavailable("connecting to the database timed out") from exc
             raise PoolExhausted(
                 f"no database connection free after {self.s.db_acquire_timeout:g} s "
                 f"(DB_POOL_MAX={self.s.db_pool_max})"
             ) from exc
-        except _UNAVAILABLE as exc:
-            raise DatabaseUnavailable(str(exc) or type(exc).__name__) from exc
+        except Exception as exc:
+            raise _translate(exc) from exc
         finally:
             self._waiting -= 1
+
+    async def fetchrow(self, query: str, *args: object) -> Row | None:
+        conn = await self._acquire()
         try:
-            row = await conn.fetchrow(query, *args)
-        except _UNAVAILABLE as exc:
-            raise DatabaseUnavailable(str(exc) or type(exc).__name__) from exc
+            # The client-side bound too: a server that stops answering must not hold us forever.
+            row = await conn.fetchrow(query, *args, timeout=self.s.db_statement_timeout + 1)
+        except TimeoutError as exc:
+            raise DatabaseTimeout(
+                f"no answer within {self.s.db_statement_timeout:g} s (DB_STATEMENT_TIMEOUT)"
+            ) from exc
+        except Exception as exc:
+            raise _translate(exc) from exc
         finally:
             await self.pool.release(conn)
         return None if row is None else dict(row)

@@ -1,11 +1,14 @@
 """psycopg2 behind a pool that *waits* for a free connection (psycopg2's own pools raise
-PoolError the moment they are exhausted), up to DB_ACQUIRE_TIMEOUT, then answers 503."""
+PoolError the moment they are exhausted), first come first served, up to DB_ACQUIRE_TIMEOUT,
+then answers 503."""
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -13,10 +16,11 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
-from .errors import DatabaseUnavailable, PoolExhausted
+from .errors import DatabaseTimeout, DatabaseUnavailable, LabError, PoolExhausted, from_sqlstate
 from .settings import Settings
 
 Row = dict[str, Any]
+Connection = psycopg2.extensions.connection
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 
 
@@ -25,25 +29,34 @@ def _to_pyformat(query: str) -> str:
     return _PLACEHOLDER.sub(r"%(p\1)s", query)
 
 
+def _translate(exc: psycopg2.Error) -> LabError | None:
+    message = str(exc).strip() or type(exc).__name__
+    mapped = from_sqlstate(exc.pgcode, message)
+    if mapped is None and isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError):
+        mapped = DatabaseUnavailable(message)  # no SQLSTATE: the connection itself failed
+    return mapped
+
+
 class SyncDatabase:
     def __init__(self, s: Settings) -> None:
         self.dsn, self.min_size, self.max_size = s.database_url, s.db_pool_min, s.db_pool_max
         self.acquire_timeout, self.connect_timeout = s.db_acquire_timeout, s.db_connect_timeout
-        # A slow query may legitimately last MAX_DELAY_MS; anything longer is a stuck statement.
-        self.statement_timeout_ms = s.max_delay_ms + 5_000
-        self._idle: list[psycopg2.extensions.connection] = []
-        self._size = self._in_use = self._waiting = 0
+        self.statement_timeout_ms = int(s.db_statement_timeout * 1000)
+        self._idle: list[Connection] = []
+        self._size = self._in_use = 0
+        self._queue: deque[object] = deque()  # waiting threads, oldest first
         self._cond = threading.Condition()
 
     def __enter__(self) -> SyncDatabase:
         # Best effort: a database that is down at start-up must not stop the API (it answers 503).
-        try:
-            conns = [self._connect() for _ in range(self.min_size)]
-        except DatabaseUnavailable:
-            conns = []
-        with self._cond:
-            self._idle.extend(conns)
-            self._size += len(conns)
+        for _ in range(self.min_size):
+            try:
+                conn = self._connect()
+            except DatabaseUnavailable:
+                break
+            with self._cond:
+                self._idle.append(conn)
+                self._size += 1
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -53,24 +66,29 @@ class SyncDatabase:
             self._size -= len(self._idle)
             self._idle.clear()
 
-    def _connect(self) -> psycopg2.extensions.connection:
+    def _connect(self) -> Connection:
         try:
             conn = psycopg2.connect(
                 self.dsn,
-                connect_timeout=max(1, round(self.connect_timeout)),
+                connect_timeout=max(1, math.ceil(self.connect_timeout)),  # libpq wants whole s
                 options=f"-c statement_timeout={self.statement_timeout_ms}",
-            )
+                # A peer that vanishes without a FIN is noticed in ~10 s, not TCP's ~15 min.
+                keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=3,
+            )  # fmt: skip
         except psycopg2.Error as exc:
             raise DatabaseUnavailable(str(exc).strip() or type(exc).__name__) from exc
         conn.autocommit = True  # one statement, one transaction: a 2xx means committed
         return conn
 
-    def _acquire(self) -> psycopg2.extensions.connection:
+    def _acquire(self) -> Connection:
         deadline = time.monotonic() + self.acquire_timeout
+        me = object()
         with self._cond:
-            self._waiting += 1
+            self._queue.append(me)
             try:
-                while not self._idle and self._size >= self.max_size:
+                # FIFO: a thread that just arrived must not take the connection a waiter was
+                # woken for (that would turn a fair queue into spurious 503s and a worse p99).
+                while self._queue[0] is not me or (not self._idle and self._size >= self.max_size):
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         raise PoolExhausted(
@@ -83,30 +101,35 @@ class SyncDatabase:
                     return self._idle.pop()
                 self._size += 1  # reserve the slot now, connect outside the lock
             finally:
-                self._waiting -= 1
+                self._queue.remove(me)
+                self._cond.notify_all()  # the next in line re-checks
         try:
             return self._connect()
-        except DatabaseUnavailable:
+        except BaseException:
             self._release(None)
             raise
 
-    def _release(self, conn: psycopg2.extensions.connection | None) -> None:
+    def _release(self, conn: Connection | None) -> None:
         with self._cond:
             self._in_use -= 1
             if conn is None or conn.closed:
                 self._size -= 1
             else:
                 self._idle.append(conn)
-            self._cond.notify()
+            self._cond.notify_all()
 
     @contextmanager
-    def connection(self) -> Iterator[psycopg2.extensions.connection]:
+    def connection(self) -> Iterator[Connection]:
         conn = self._acquire()
         try:
             yield conn
-        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
-            conn.close()  # broken (server restarted, network gone): never hand it out again
-            raise DatabaseUnavailable(str(exc).strip() or type(exc).__name__) from exc
+        except psycopg2.Error as exc:
+            mapped = _translate(exc)
+            if mapped is None:
+                raise
+            if not isinstance(mapped, DatabaseTimeout):
+                conn.close()  # broken (server restarted, network gone): never hand it out again
+            raise mapped from exc
         finally:
             self._release(conn)
 
@@ -123,6 +146,6 @@ class SyncDatabase:
         return {
             "size": self._size,
             "in_use": self._in_use,
-            "waiting": self._waiting,
+            "waiting": len(self._queue),
             "max": self.max_size,
         }

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from concurrent.futures import BrokenExecutor
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("lab.api")
 
@@ -31,6 +36,20 @@ class DatabaseUnavailable(LabError):
     error = "database unavailable"
 
 
+class DatabaseTimeout(LabError):
+    """The statement outlived DB_STATEMENT_TIMEOUT (cancelled by the server, or by the client)."""
+
+    status_code = 504
+    error = "database timeout"
+
+
+class ExecutorUnavailable(LabError):
+    """A CPU worker process died; the pool is being replaced."""
+
+    status_code = 503
+    error = "cpu executor unavailable"
+
+
 class PoolExhausted(LabError):
     """No connection became free within the acquire timeout."""
 
@@ -50,6 +69,22 @@ class UpstreamTimeout(LabError):
     error = "upstream timeout"
 
 
+# SQLSTATE classes meaning "the database cannot serve now", not "this query is wrong":
+# 08 connection exception, 28 invalid authorization, 53 insufficient resources (too many
+# connections), 57 operator intervention (shutting down, starting up).
+_UNAVAILABLE_CLASSES = ("08", "28", "53", "57")
+QUERY_CANCELED = "57014"  # statement_timeout fired
+
+
+def from_sqlstate(code: str | None, message: str) -> LabError | None:
+    """One mapping for both drivers (asyncpg's .sqlstate, psycopg2's .pgcode)."""
+    if code == QUERY_CANCELED:
+        return DatabaseTimeout(message)
+    if code and code[:2] in _UNAVAILABLE_CLASSES:
+        return DatabaseUnavailable(message)
+    return None
+
+
 def _problem(status: int, error: str, detail: str) -> JSONResponse:
     return JSONResponse({"error": error, "detail": detail}, status_code=status)
 
@@ -57,6 +92,25 @@ def _problem(status: int, error: str, detail: str) -> JSONResponse:
 async def _lab_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, LabError)
     return _problem(exc.status_code, exc.error, exc.detail)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    # Unknown route (404) or method (405): the same body shape as every other error.
+    assert isinstance(exc, StarletteHTTPException)
+    return _problem(exc.status_code, "not found" if exc.status_code == 404 else "http error",
+                    str(exc.detail))  # fmt: skip
+
+
+async def _invalid_request(request: Request, exc: Exception) -> Response:
+    # FastAPI's own 422 body, but ASCII-escaped: the errors echo the input, and a lone surrogate
+    # in it would make the default (UTF-8) encoder fail with a 500.
+    assert isinstance(exc, RequestValidationError)
+    body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True)
+    return Response(body, status_code=422, media_type="application/json")
+
+
+async def _broken_executor(request: Request, exc: Exception) -> JSONResponse:
+    return _problem(503, ExecutorUnavailable.error, "a CPU worker died; retry")
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -67,4 +121,7 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(LabError, _lab_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(BrokenExecutor, _broken_executor)
     app.add_exception_handler(Exception, _unexpected)

@@ -1,15 +1,8 @@
 """gunicorn settings, read from the same environment as the app (services/api/settings.py)."""
 
 import os
+import shutil
 import tempfile
-
-# Each worker is a process with its own metrics; prometheus-client's multiprocess mode makes
-# /metrics merge them. The variable must be set before anything imports prometheus_client
-# (it picks its storage at import time, and workers inherit the master's modules).
-if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="lab-metrics-")
-
-from prometheus_client import multiprocess
 
 from services.api.settings import settings
 
@@ -18,14 +11,28 @@ workers = settings.api_workers
 worker_class = "services.api.server.LabWorker"
 accesslog = "-" if settings.access_log else None
 backlog = 4096
-graceful_timeout = 10
+# uvicorn workers answer gunicorn's heartbeat from the event loop, so `timeout` only fires when
+# a loop is blocked that long (the blocking variant under load!), not for a slow awaited call.
+timeout = 120
+graceful_timeout = int(settings.max_delay_ms / 1000 + settings.upstream_timeout + 5)
 # gunicorn 27's control socket defaults to one path per user: several lab servers would fight
 # over it, and the lab has no use for it.
 control_socket_disable = True
-# A slow request may last MAX_DELAY_MS (+ upstream timeout); don't kill the worker mid-request.
-timeout = int(settings.max_delay_ms / 1000 + settings.upstream_timeout + 30)
+
+
+def on_starting(server: object) -> None:
+    # Each worker is a process with its own metrics; prometheus-client's multiprocess mode makes
+    # /metrics merge them through files in this directory: a fresh one per server, set before
+    # any worker imports prometheus_client (it chooses its storage at import time).
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="lab-metrics-")
 
 
 def child_exit(server: object, worker: object) -> None:
+    from prometheus_client import multiprocess
+
     # Drop a dead worker's live gauges, or "livesum" would count them forever.
     multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]
+
+
+def on_exit(server: object) -> None:
+    shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

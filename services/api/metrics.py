@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import time
 from collections import deque
@@ -60,6 +61,7 @@ EXECUTOR_QUEUE = Gauge(
     multiprocess_mode="livesum",
 )  # fmt: skip
 
+log = logging.getLogger("lab.api")
 LAG_WINDOW_S = 10.0  # /runtime reports the worst lag over this window: a trainer reads it late
 
 
@@ -121,6 +123,16 @@ def threadpool_stats() -> dict[str, int]:
     return {"borrowed": int(limiter.borrowed_tokens), "total": int(limiter.total_tokens)}
 
 
+def _refresh_gauges(pools: dict[str, Any]) -> None:
+    threads = threadpool_stats()
+    THREADS_BORROWED.set(threads["borrowed"])
+    THREADS_TOTAL.set(threads["total"])
+    for state, value in pools.get("db_pool", {}).items():
+        DB_POOL.labels(state).set(value)
+    if executor := pools.get("executor"):
+        EXECUTOR_QUEUE.set(executor["queued"])
+
+
 @contextlib.asynccontextmanager
 async def lag_probe(
     live: Live, interval: float, extra: Callable[[], dict[str, Any]]
@@ -138,14 +150,10 @@ async def lag_probe(
             live.record_lag(lag)
             LOOP_LAG.set(lag)
             LOOP_LAG_SAMPLES.observe(lag)
-            threads = threadpool_stats()
-            THREADS_BORROWED.set(threads["borrowed"])
-            THREADS_TOTAL.set(threads["total"])
-            pools = extra()
-            for state, value in pools.get("db_pool", {}).items():
-                DB_POOL.labels(state).set(value)
-            if executor := pools.get("executor"):
-                EXECUTOR_QUEUE.set(executor["queued"])
+            try:
+                _refresh_gauges(extra())
+            except Exception:  # a metrics bug must not stop the lag probe (it would look frozen)
+                log.exception("refreshing gauges failed")
 
     task = asyncio.create_task(run(), name="loop-lag-probe")
     try:

@@ -35,10 +35,13 @@ class Settings(BaseSettings):
         5.0, gt=0, description="seconds to wait for a free connection before answering 503"
     )
     db_connect_timeout: float = Field(3.0, gt=0, description="seconds to open one connection")
+    db_statement_timeout: float = Field(
+        15.0, gt=0, description="seconds one statement may run before answering 504"
+    )
 
     upstream_url: str = Field("http://127.0.0.1:8080", description="base URL of the mock upstream")
     upstream_timeout: float = Field(
-        10.0, gt=0, description="seconds for one upstream call before answering 504"
+        15.0, gt=0, description="seconds for one upstream call before answering 504"
     )
     upstream_max_connections: int = Field(
         1000, ge=1, description="HTTP connections to the upstream, per process (httpx: 100)"

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
+from pydantic import ValidationError
 
 from .errors import PoolExhausted, UpstreamError, UpstreamTimeout
 from .schemas import Todo, UpstreamCall
@@ -45,15 +46,26 @@ def _translate_errors(timeout: float) -> Iterator[None]:
         raise UpstreamTimeout(f"upstream did not answer within {timeout:g} s") from exc
     except httpx.HTTPError as exc:
         raise UpstreamError(f"upstream unreachable: {type(exc).__name__}") from exc
+    except aiohttp.ClientError as exc:  # what httpx-aiohttp leaves untranslated (bad HTTP, ...)
+        if isinstance(exc, TimeoutError):
+            raise UpstreamTimeout(f"upstream did not answer within {timeout:g} s") from exc
+        raise UpstreamError(f"upstream failed: {type(exc).__name__}") from exc
 
 
 def _result(response: httpx.Response, delay_ms: int, start: float) -> UpstreamCall:
     if response.status_code != 200:
         raise UpstreamError(f"upstream answered {response.status_code}")
     elapsed_ms = (time.perf_counter() - start) * 1000
-    return UpstreamCall(
-        delay_ms=delay_ms, elapsed_ms=elapsed_ms, todo=Todo.model_validate_json(response.content)
-    )
+    try:
+        todo = Todo.model_validate_json(response.content)
+    except ValidationError as exc:
+        raise UpstreamError("upstream answered 200 with an unexpected body") from exc
+    return UpstreamCall(delay_ms=delay_ms, elapsed_ms=elapsed_ms, todo=todo)
+
+
+def _check_health(response: httpx.Response) -> None:
+    if response.status_code != 200:
+        raise UpstreamError(f"upstream answered {response.status_code}")
 
 
 class SyncUpstream:
@@ -75,7 +87,8 @@ class SyncUpstream:
 
     def ping(self) -> None:
         with _translate_errors(self.timeout):
-            self.client.get("/healthz").raise_for_status()
+            response = self.client.get("/healthz")
+        _check_health(response)
 
 
 class AsyncUpstream:
@@ -106,4 +119,5 @@ class AsyncUpstream:
 
     async def ping(self) -> None:
         with _translate_errors(self.timeout):
-            (await self.client.get("/healthz")).raise_for_status()
+            response = await self.client.get("/healthz")
+        _check_health(response)

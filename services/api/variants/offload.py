@@ -30,7 +30,8 @@ async def resources() -> AsyncIterator[dict[str, object]]:
         async with async_.resources() as io:
             yield {**io, "executor": executor}
     finally:
-        executor.shutdown(cancel_futures=True)
+        # Off the loop: waiting for worker processes to exit must not freeze the last requests.
+        await asyncio.to_thread(executor.shutdown, cancel_futures=True)
 
 
 async def cpu(
