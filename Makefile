@@ -7,12 +7,27 @@ BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 # pytest arguments, e.g. `make test PYTEST_ARGS="-k faults -x"`
 PYTEST_ARGS ?=
+# compare and capacity knobs, e.g. `make compare SCENARIOS=upstream,cpu-python USERS=200 DURATION=30s`
+# (TARGETS: variant=url,... like LAB_TARGETS; empty = $$LAB_TARGETS, else the native lab ports)
+SCENARIOS     ?= upstream
+VARIANTS      ?= sync,async,offload,blocking
+USERS         ?= 200
+SPAWN_RATE    ?=
+DURATION      ?= 30s
+WARMUP        ?= 5s
+DELAY_MS      ?= 200
+WORK          ?= 20
+TARGETS       ?=
+OUT           ?= results
+SLO_MS        ?= 500
+MAX_USERS     ?= 800
+STEP_DURATION ?= 10s
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lock lint test lab bench-upstream clean
+.PHONY: help venv lock lint test lab bench-upstream compare capacity up urls down logs ps e2e clean
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(BIN)/.installed: requirements.lock.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -29,18 +44,84 @@ lock: ## re-pin requirements.lock.txt from requirements.txt (needs the network)
 	.lock-venv/bin/pip freeze --exclude-editable > requirements.lock.txt
 	rm -rf .lock-venv
 
-lint: venv ## ruff check + format check
+lint: venv ## ruff check + format check; compose.yaml against the Compose Specification
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec compose.yaml
 
 test: venv lint ## lint, then every test against real servers (PostgreSQL, upstream, APIs)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-lab: venv ## run PostgreSQL, the upstream and the four variants natively; Ctrl-C stops all
+lab: venv ## natively: PostgreSQL, upstream, the four variants and Locust's UI; Ctrl-C stops all
 	$(PY) -m services.lab
 
 bench-upstream: venv ## prove the mock upstream is never the bottleneck (one core, 2,000 req/s)
 	$(PY) -m services.upstream.bench
+
+compare: venv ## same load on each variant: report.md, results.json, charts in results/<time>/ (needs `make lab`)
+	$(PY) -m loadtest.compare --scenarios $(SCENARIOS) --variants $(VARIANTS) --users $(USERS) \
+		$(if $(SPAWN_RATE),--spawn-rate $(SPAWN_RATE)) --duration $(DURATION) --warmup $(WARMUP) \
+		--delay-ms $(DELAY_MS) --work $(WORK) $(if $(TARGETS),--targets $(TARGETS)) --out $(OUT)
+
+capacity: venv ## step users up until p95 > SLO_MS: the knee per variant, in results/<time>-capacity/
+	$(PY) -m loadtest.capacity --scenarios $(SCENARIOS) --variants $(VARIANTS) \
+		--slo-ms $(SLO_MS) --max-users $(MAX_USERS) --step-duration $(STEP_DURATION) \
+		--delay-ms $(DELAY_MS) --work $(WORK) $(if $(TARGETS),--targets $(TARGETS)) --out $(OUT)
+
+# ---- containers: `make up` -------------------------------------------------------------
+# The compose command: Docker Compose where a Docker engine answers, else Podman
+# (podman-compose, or `podman compose`), else nothing and `make up` runs the native lab.
+# Override with COMPOSE="docker compose" (or any compose command).
+ifeq ($(origin COMPOSE), undefined)
+COMPOSE := $(shell \
+	if docker info >/dev/null 2>&1; then echo "docker compose"; \
+	elif command -v podman-compose >/dev/null 2>&1 && podman info >/dev/null 2>&1; then echo podman-compose; \
+	elif podman compose version >/dev/null 2>&1; then echo "podman compose"; fi)
+endif
+DC := $(COMPOSE) -f compose.yaml
+# locust-worker containers for `make up WORKERS=4` (compose reads it from the environment)
+export WORKERS
+
+up: ## the whole lab in containers (Docker, else Podman; else the native lab), then print the URLs
+ifeq ($(strip $(COMPOSE)),)
+	@echo "make up: no container engine answers (docker info / podman info failed): starting the native lab instead (make lab)."
+	@$(MAKE) --no-print-directory lab
+else
+	$(DC) up -d --build --wait
+	@$(MAKE) --no-print-directory urls
+endif
+
+urls: ## print every URL of the lab
+	@echo ""
+	@echo "FastAPI concurrency lab:"
+	@echo "  Locust web UI   http://localhost:8089   (pick a variant and a scenario, press start)"
+	@for v in sync:8001 async:8002 offload:8003 blocking:8004; do \
+		printf '  api-%-10s  http://localhost:%s/docs   http://localhost:%s/runtime\n' $${v%:*} $${v#*:} $${v#*:}; done
+	@echo "  upstream        http://localhost:8080/todos/1"
+	@echo ""
+
+down: ## stop and remove the lab's containers, network and volumes
+	$(DC) down --remove-orphans --volumes
+ifneq (,$(findstring podman,$(COMPOSE)))
+	@# podman-compose removes only as many workers as the file asks for now (make up WORKERS=4,
+	@# then make down): sweep whatever is left of the project by its label.
+	@podman ps -aq --filter label=io.podman.compose.project=fastapi-lab | xargs -r podman rm -f >/dev/null
+	@podman volume ls -q --filter label=io.podman.compose.project=fastapi-lab | xargs -r podman volume rm -f >/dev/null
+	@podman network ls -q --filter label=io.podman.compose.project=fastapi-lab | xargs -r podman network rm -f >/dev/null
+endif
+
+logs: ## follow the containers' logs
+	$(DC) logs -f --tail=100
+
+ps: ## list the lab's containers
+	$(DC) ps
+
+e2e: ## in containers: up, a short Locust run of every variant from the locust container, down
+	@test -n "$(strip $(COMPOSE))" || { echo "make e2e: needs Docker or Podman (none answers)"; exit 2; }
+	@status=0; \
+	$(DC) up -d --build --wait && $(DC) exec -T locust python -m loadtest.e2e || status=$$?; \
+	$(MAKE) --no-print-directory down; \
+	exit $$status
 
 clean: ## remove the virtualenv, caches and lab logs
 	rm -rf $(VENV) .lab .pytest_cache .ruff_cache

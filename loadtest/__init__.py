@@ -1,0 +1,1 @@
+"""Locust scenarios, the compare command and the capacity search (see README)."""

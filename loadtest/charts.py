@@ -1,0 +1,118 @@
+"""PNG charts of compare and capacity results (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot: files only, never a window
+
+import matplotlib.pyplot as plt
+
+COLORS = {"sync": "#1f77b4", "async": "#2ca02c", "offload": "#9467bd", "blocking": "#d62728"}
+PERCENTILES = (("p50_ms", "p50"), ("p95_ms", "p95"), ("p99_ms", "p99"))
+
+
+def _log_if_wide(ax: Any, values: Sequence[float | None]) -> None:
+    """Log scale when values span more than 30x: 20 ms next to 20 s stays readable."""
+    present = [v for v in values if v]
+    if present and max(present) / min(present) > 30:
+        ax.set_yscale("log")
+
+
+def scenario_bars(scenario: str, runs: list[dict[str, Any]], path: Path) -> Path:
+    """Left: req/s per variant with the Little's-law ceiling; right: p50/p95/p99 per variant."""
+    variants = [r["variant"] for r in runs]
+    fig, (ax_rps, ax_lat) = plt.subplots(1, 2, figsize=(11, 4.2))
+    xs = range(len(runs))
+    rps = [r["stats"]["rps"] or 0 for r in runs]
+    ax_rps.bar(xs, rps, color=[COLORS.get(v, "gray") for v in variants])
+    for x, run in zip(xs, runs, strict=True):
+        ceil = run["ceiling"]["rps"]
+        if ceil:
+            ax_rps.hlines(ceil, x - 0.4, x + 0.4, colors="black", linestyles="dashed")
+    ax_rps.plot([], [], "k--", label="Little's-law ceiling")
+    ax_rps.legend(loc="upper right", fontsize=8)
+    ax_rps.set_xticks(list(xs), variants)
+    ax_rps.set_ylabel("req/s")
+    ax_rps.set_title("throughput")
+    _log_if_wide(ax_rps, rps + [r["ceiling"]["rps"] for r in runs])
+    width = 0.27
+    values: list[float | None] = []
+    for i, (key, label) in enumerate(PERCENTILES):
+        ys = [r["stats"][key] or 0 for r in runs]
+        values += ys
+        ax_lat.bar([x + (i - 1) * width for x in xs], ys, width, label=label)
+    ax_lat.set_xticks(list(xs), variants)
+    ax_lat.set_ylabel("ms")
+    ax_lat.set_title("latency percentiles")
+    ax_lat.legend(fontsize=8)
+    _log_if_wide(ax_lat, values)
+    return _save(fig, f"{scenario}: {runs[0]['users']} users, {runs[0]['duration_s']} s", path)
+
+
+def scenario_over_time(scenario: str, runs: list[dict[str, Any]], path: Path) -> Path:
+    """p95 (solid) and p50 (dotted) over the run, from Locust's _stats_history.csv (its
+    percentiles cover the last ~10 s), and req/s over the run."""
+    fig, (ax_lat, ax_rps) = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True)
+    values: list[float | None] = []
+    for run in runs:
+        rows = [h for h in run["history"] if h["p95_ms"] is not None]
+        color = COLORS.get(run["variant"], "gray")
+        ts = [h["t"] for h in rows]
+        ax_lat.plot(ts, [h["p95_ms"] for h in rows], color=color, label=f"{run['variant']} p95")
+        ax_lat.plot(ts, [h["p50_ms"] for h in rows], color=color, linestyle=":")
+        values += [h["p95_ms"] for h in rows]
+        every = [h for h in run["history"] if h["rps"] is not None]
+        ax_rps.plot([h["t"] for h in every], [h["rps"] for h in every], color=color)
+    ax_lat.set_ylabel("ms (p95 solid, p50 dotted)")
+    ax_lat.set_title("latency over time")
+    ax_lat.legend(fontsize=8, ncols=4)
+    _log_if_wide(ax_lat, values)
+    ax_rps.set_ylabel("req/s")
+    ax_rps.set_xlabel("seconds since the run started")
+    return _save(fig, f"{scenario}: latency and throughput over the measured run", path)
+
+
+def capacity_chart(
+    scenario: str, searches: list[dict[str, Any]], slo_ms: float, path: Path
+) -> Path:
+    """req/s and p95 against users, one line per variant; the SLO as a line, knees circled."""
+    fig, (ax_rps, ax_lat) = plt.subplots(2, 1, figsize=(9, 7), sharex=True)
+    values: list[float | None] = [slo_ms]
+    for search in searches:
+        color = COLORS.get(search["variant"], "gray")
+        steps = search["steps"]
+        users = [s["users"] for s in steps]
+        ax_rps.plot(
+            users,
+            [s["stats"]["rps"] or 0 for s in steps],
+            "o-",
+            color=color,
+            label=search["variant"],
+        )
+        p95 = [s["stats"]["p95_ms"] for s in steps]
+        ax_lat.plot(users, [p or float("nan") for p in p95], "o-", color=color)
+        values += p95
+        if search["knee_users"]:
+            ax_rps.plot(search["knee_users"], search["max_rps"], "o", ms=14, mfc="none", mec=color)
+    ax_lat.axhline(slo_ms, color="black", linestyle="dashed", label=f"SLO p95 {slo_ms:g} ms")
+    ax_rps.set_ylabel("req/s")
+    ax_rps.legend(fontsize=8, title="circled: knee", title_fontsize=8)
+    ax_lat.set_ylabel("p95 ms")
+    ax_lat.legend(fontsize=8)
+    _log_if_wide(ax_lat, values)
+    ax_lat.set_xscale("log")
+    ax_lat.set_xlabel("users (log scale)")
+    return _save(fig, f"capacity: {scenario}", path)
+
+
+def _save(fig: Any, title: str, path: Path) -> Path:
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

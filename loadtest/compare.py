@@ -1,0 +1,223 @@
+"""`python -m loadtest.compare` (`make compare`): the same load on every variant, side by side.
+
+For each scenario x variant, one after another: wait until the target is idle, a warm-up run
+(not counted), wait again, then the measured headless Locust run, sampling the target's /runtime
+and Locust's own CPU. Writes results/<timestamp>/: report.md, results.json, PNG charts, and
+Locust's csv/json/html/log of every run under locust/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from loadtest import checks, cli
+from loadtest.machine import machine, versions
+from loadtest.measure import Load, TargetError, discover, measure
+from loadtest.outputs import Progress, charts_available, new_dir, now_iso, say, write_json
+from loadtest.report import compare_markdown
+from loadtest.scenarios import SCENARIOS
+from loadtest.targets import VARIANTS, load_targets
+
+# Locust start-up and report writing, plus waiting for an idle target, per run (for the ETA).
+_RUN_OVERHEAD_S = 4
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m loadtest.compare",
+        description="Run the same Locust load on each variant, one after another, and write "
+        "a side-by-side report (report.md, results.json, PNG charts).",
+    )
+    p.add_argument(
+        "--scenarios",
+        type=cli.scenario_list,
+        default=["upstream"],
+        help=f"comma-separated, from {','.join(SCENARIOS)} (default: upstream)",
+    )
+    p.add_argument(
+        "--variants",
+        type=cli.variant_list,
+        default=list(VARIANTS),
+        help=f"comma-separated subset of {','.join(VARIANTS)} (default: all)",
+    )
+    p.add_argument("--users", type=int, default=200, help="concurrent users (default: 200)")
+    p.add_argument(
+        "--spawn-rate",
+        type=float,
+        default=None,
+        help="users started per second (default: all within 1 s)",
+    )
+    p.add_argument(
+        "--duration",
+        type=cli.positive_duration,
+        default=30,
+        help="measured time per run, e.g. 30s, 1m (default: 30s)",
+    )
+    p.add_argument(
+        "--warmup",
+        type=cli.duration,
+        default=5,
+        help="separate warm-up run before each measured run, not counted; 0 = none (default: 5s)",
+    )
+    p.add_argument(
+        "--delay-ms",
+        type=int,
+        default=200,
+        help="delay of each slow call (db, upstream) (default: 200)",
+    )
+    p.add_argument("--work", type=int, default=20, help="CPU work units (cpu-*) (default: 20)")
+    p.add_argument(
+        "--targets",
+        default=None,
+        help="variant=url,... as LAB_TARGETS (default: $LAB_TARGETS, else the native lab's ports)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("results"),
+        help="parent folder of the results/<timestamp>/ folder (default: results)",
+    )
+    p.add_argument(
+        "--stop-timeout",
+        type=cli.duration,
+        default=5,
+        help="Locust's --stop-timeout: how long requests in flight at the end may "
+        "still finish and be recorded (default: 5s)",
+    )
+    p.add_argument(
+        "--drain-timeout",
+        type=cli.duration,
+        default=60,
+        help="longest wait for a target to finish earlier requests (default: 60s)",
+    )
+    p.add_argument(
+        "--cpu-warn-pct",
+        type=float,
+        default=checks.CPU_WARN_PCT,
+        help="warn when a Locust process exceeds this %% of one core (default: 90)",
+    )
+    p.add_argument(
+        "--sample-interval",
+        type=float,
+        default=0.5,
+        help="seconds between /runtime and CPU samples (default: 0.5)",
+    )
+    args = p.parse_args(argv)
+    if args.users < 1:
+        p.error("--users must be at least 1")
+    args.spawn_rate = args.spawn_rate or float(args.users)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    started, t0 = now_iso(), time.monotonic()
+    try:
+        urls = load_targets(args.targets)
+    except ValueError as exc:
+        say(f"compare: {exc}")
+        return 2
+    host = machine()
+    say("compare: reading /runtime of " + ", ".join(f"{v} {urls[v]}" for v in args.variants))
+    try:
+        targets, runtimes = discover(urls, args.variants, args.scenarios, int(host["cores"]))
+    except TargetError as exc:
+        say(f"compare: {exc} (is `make lab` running? see --targets)")
+        return 2
+    out = new_dir(args.out)
+    load = Load(
+        users=args.users,
+        spawn_rate=args.spawn_rate,
+        duration_s=args.duration,
+        warmup_s=args.warmup,
+        delay_ms=args.delay_ms,
+        work=args.work,
+        stop_timeout_s=args.stop_timeout,
+        drain_timeout_s=args.drain_timeout,
+        cpu_warn_pct=args.cpu_warn_pct,
+        sample_interval_s=args.sample_interval,
+    )
+    plan = [(s, v) for s in args.scenarios for v in args.variants]
+    per_run = args.warmup + args.duration + 2 * _RUN_OVERHEAD_S
+    progress = Progress(len(plan), per_run)
+    runs: list[dict[str, Any]] = []
+    for scenario, variant in plan:
+        progress.step(f"{scenario} x {variant}: {args.users} users, {args.duration} s")
+        record = measure(
+            SCENARIOS[scenario], targets[variant], load, out / "locust" / f"{scenario}-{variant}"
+        )
+        for warning in record["warnings"]:
+            say(f"  warning: {warning}")
+        st = record["stats"]
+        say(f"  {st['requests']} requests, {st['rps'] or 0:.1f} req/s, p95 {st['p95_ms']} ms")
+        runs.append(record)
+    results = {
+        "kind": "compare",
+        "command": shlex.join(["python", "-m", "loadtest.compare", *argv]),
+        "started": started,
+        "wall_s": round(time.monotonic() - t0, 1),
+        "machine": host,
+        "load_avg_1m_at_end": round(psutil.getloadavg()[0], 2),
+        "versions": versions(),
+        "options": {
+            "scenarios": args.scenarios,
+            "variants": args.variants,
+            "users": args.users,
+            "spawn_rate": args.spawn_rate,
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "delay_ms": args.delay_ms,
+            "work": args.work,
+            "stop_timeout_s": args.stop_timeout,
+            "cpu_warn_pct": args.cpu_warn_pct,
+            "sample_interval_s": args.sample_interval,
+        },
+        "targets": {
+            v: {
+                "url": urls[v],
+                "settings": runtimes[v].get("settings", {}),
+                "runtime": runtimes[v],
+                "cpu_unit_ms": {k: round(u * 1000, 3) for k, u in targets[v].cpu_unit_s.items()},
+            }
+            for v in args.variants
+        },
+        "runs": _relative(runs, out),
+        "charts": draw_charts(runs, out) if charts_available() else {},
+    }
+    results["wall_s"] = round(time.monotonic() - t0, 1)
+    write_json(out / "results.json", results)
+    (out / "report.md").write_text(compare_markdown(results))
+    say(f"compare: done in {results['wall_s']:.0f} s: {out / 'report.md'}")
+    return 0
+
+
+def draw_charts(runs: list[dict[str, Any]], out: Path) -> dict[str, dict[str, str]]:
+    from loadtest.charts import scenario_bars, scenario_over_time
+
+    charts: dict[str, dict[str, str]] = {}
+    for scenario in dict.fromkeys(r["scenario"] for r in runs):
+        mine = [r for r in runs if r["scenario"] == scenario]
+        bars = scenario_bars(scenario, mine, out / f"{scenario}-bars.png")
+        timeline = scenario_over_time(scenario, mine, out / f"{scenario}-over-time.png")
+        charts[scenario] = {"throughput and latency": bars.name, "over time": timeline.name}
+    return charts
+
+
+def _relative(runs: list[dict[str, Any]], out: Path) -> list[dict[str, Any]]:
+    """File paths relative to the results folder, so the folder can be moved or shared."""
+    for run in runs:
+        run["files"] = {k: str(Path(v).relative_to(out)) for k, v in run["files"].items()}
+    return runs
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Where the numbers were measured: the machine and the versions, for results.json and report.md."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import psutil
+
+PACKAGES = (
+    "locust",
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "gunicorn",
+    "uvloop",
+    "httpx",
+    "aiohttp",
+    "asyncpg",
+    "psycopg2-binary",
+    "anyio",
+    "matplotlib",
+)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict[str, object]:
+    return {
+        "cores": psutil.cpu_count() or 1,
+        "physical_cores": psutil.cpu_count(logical=False),
+        "cpu_model": cpu_model(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "os": platform.platform(),
+        "load_avg_1m_at_start": round(psutil.getloadavg()[0], 2),
+    }
+
+
+def versions() -> dict[str, str]:
+    found = {"python": sys.version.split()[0]}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def one_line(m: dict[str, object], v: dict[str, str]) -> tuple[str, str]:
+    """Machine and versions as two short lines for the top of a report."""
+    mline = f"{m['cores']} cores ({m['cpu_model']}), {m['memory_gib']} GiB, {m['os']}"
+    keys = ("python", "locust", "fastapi", "uvicorn", "gunicorn", "httpx")
+    vline = ", ".join(f"{k} {v[k]}" for k in keys if k in v)
+    return mline, vline

@@ -1,0 +1,191 @@
+"""What happens around a load run: the target's /runtime and the load generator's CPU.
+
+Both samplers are threads polling every `interval` seconds; they keep every sample (for the
+results) and the peaks (for the report).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import psutil
+
+# /runtime counts itself as in flight: the poll that reads it.
+_OWN_REQUEST = 1
+# Peaks kept from /runtime, as (report key, path in the JSON).
+RUNTIME_FIELDS: dict[str, tuple[str, ...]] = {
+    "loop_lag_ms": ("loop_lag_ms",),
+    "loop_lag_max_ms": ("loop_lag_max_ms",),
+    "threadpool_borrowed": ("threadpool", "borrowed"),
+    "db_pool_waiting": ("db_pool", "waiting"),
+    "in_flight": ("in_flight",),
+}
+
+
+def read_runtime(url: str, timeout: float = 5.0) -> dict[str, Any]:
+    response = httpx.get(f"{url}/runtime", timeout=timeout)
+    response.raise_for_status()
+    return response.json()
+
+
+def runtime_point(data: dict[str, Any]) -> dict[str, float]:
+    point: dict[str, float] = {}
+    for key, path in RUNTIME_FIELDS.items():
+        value: Any = data
+        for part in path:
+            value = value.get(part) if isinstance(value, dict) else None
+        if isinstance(value, int | float):
+            point[key] = float(value)
+    if "in_flight" in point:
+        point["in_flight"] = max(0.0, point["in_flight"] - _OWN_REQUEST)
+    return point
+
+
+def wait_idle(url: str, timeout_s: float) -> float | None:
+    """Wait until the target has nothing in flight (requests of an earlier run, which the
+    server finishes even after Locust hung up); seconds waited, or None if it never got idle."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        try:
+            point = runtime_point(read_runtime(url, timeout=max(1.0, timeout_s / 4)))
+            if point.get("in_flight", 0.0) == 0:
+                return time.monotonic() - start
+        except httpx.HTTPError:
+            pass  # a busy blocking variant answers late: keep asking until the deadline
+        time.sleep(0.5)
+    return None
+
+
+def cpu_unit_s(url: str, kind: str, work: int = 20, tries: int = 3) -> float | None:
+    """Seconds one work unit of `kind` takes on the target (its /cpu reports elapsed_ms), the
+    best of a few unloaded calls; None if the target does not answer."""
+    best: float | None = None
+    for _ in range(tries):
+        try:
+            response = httpx.get(f"{url}/cpu", params={"work": work, "kind": kind}, timeout=10)
+            response.raise_for_status()
+        except httpx.HTTPError:
+            return None
+        unit = response.json()["elapsed_ms"] / 1000 / work
+        best = unit if best is None else min(best, unit)
+    return best
+
+
+class _Poller(threading.Thread):
+    def __init__(self, interval: float, sample: Callable[[], dict[str, Any]]) -> None:
+        super().__init__(daemon=True)
+        self.interval, self._sample = interval, sample
+        self.samples: list[dict[str, Any]] = []
+        self._stop_event = threading.Event()
+        self._t0 = time.monotonic()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            began = time.monotonic()
+            point = self._sample()
+            point["t"] = round(began - self._t0, 2)
+            point["wall"] = round(time.time(), 2)
+            self.samples.append(point)
+            self._stop_event.wait(max(0.0, self.interval - (time.monotonic() - began)))
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=10)
+
+
+class RuntimeSampler(_Poller):
+    """GET /runtime every `interval` s; one poll at a time, so a blocked loop is not flooded."""
+
+    def __init__(self, url: str, interval: float = 0.5) -> None:
+        self.url = url
+        self.lag_window_s = 10.0  # the server's window for loop_lag_max_ms (from /runtime)
+        self._client = httpx.Client(timeout=max(2.0, 4 * interval))
+        super().__init__(interval, self._poll)
+
+    def _poll(self) -> dict[str, Any]:
+        try:
+            response = self._client.get(f"{self.url}/runtime")
+            response.raise_for_status()
+            data = response.json()
+            self.lag_window_s = float(data.get("loop_lag_window_s", self.lag_window_s))
+            return {"ok": True, **runtime_point(data)}
+        except (httpx.HTTPError, ValueError):
+            return {"ok": False}
+
+    def stop(self) -> None:
+        super().stop()
+        self._client.close()
+
+    def peaks(self) -> dict[str, float | int | None]:
+        ok = [s for s in self.samples if s.get("ok")]
+        peaks: dict[str, float | int | None] = {
+            key: max((s[key] for s in ok if key in s), default=None) for key in RUNTIME_FIELDS
+        }
+        # loop_lag_max_ms is the worst lag of the server's last window (10 s): until a window
+        # has passed it may still show the previous run's lag, so only later samples count.
+        late = [
+            s["loop_lag_max_ms"]
+            for s in ok
+            if "loop_lag_max_ms" in s and s["t"] >= self.lag_window_s
+        ]
+        peaks["loop_lag_max_ms"] = max(late, default=None)
+        lags = [v for v in (peaks["loop_lag_ms"], peaks["loop_lag_max_ms"]) if v is not None]
+        peaks["loop_lag_peak_ms"] = max(lags, default=None)
+        peaks["polls_sent"] = len(self.samples)
+        peaks["polls_answered"] = len(ok)
+        return peaks
+
+
+class CpuSampler(_Poller):
+    """CPU of the Locust process and its children, in % of one core (psutil's convention)."""
+
+    def __init__(self, pid: int, interval: float = 0.5) -> None:
+        self._root = psutil.Process(pid)
+        self._procs: dict[int, psutil.Process] = {}
+        self._cores = psutil.cpu_count() or 1
+        super().__init__(interval, self._poll)
+
+    def _poll(self) -> dict[str, Any]:
+        per_proc: list[float] = []
+        try:
+            procs = [self._root, *self._root.children(recursive=True)]
+        except psutil.Error:
+            procs = []
+        for proc in procs:
+            known = self._procs.setdefault(proc.pid, proc)
+            try:
+                per_proc.append(known.cpu_percent(interval=None))
+            except psutil.Error:
+                continue
+        total = sum(per_proc)
+        return {
+            "total_pct": round(total, 1),
+            "busiest_pct": round(max(per_proc, default=0.0), 1),
+            "machine_pct": round(total / self._cores, 1),
+            "processes": len(per_proc),
+        }
+
+    def during(self, start: float | None, end: float | None) -> list[dict[str, Any]]:
+        """Samples taken while requests ran. Locust's start-up (imports, ~1 s at 100% of a
+        core) is not load generation; psutil's first reading of a process is 0.0 anyway."""
+        if start is None or end is None:
+            return []
+        # a sample covers the interval before it: it must end after the first request
+        return [s for s in self.samples[1:] if start + self.interval <= s["wall"] <= end + 1]
+
+    @staticmethod
+    def summary(rest: list[dict[str, Any]]) -> dict[str, float | int | None]:
+        if not rest:
+            return {"peak_pct_one_core": None, "mean_pct_one_core": None, "peak_pct_machine": None}
+        totals = [s["total_pct"] for s in rest]
+        return {
+            "peak_pct_one_core": max(s["busiest_pct"] for s in rest),
+            "mean_pct_one_core": round(sum(s["busiest_pct"] for s in rest) / len(rest), 1),
+            "peak_pct_total": max(totals),
+            "peak_pct_machine": max(s["machine_pct"] for s in rest),
+            "processes": max(s["processes"] for s in rest),
+        }

@@ -1,0 +1,177 @@
+"""report.md for compare and capacity results: small tables a person reads, from results.json's
+own data (so the two never disagree)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from loadtest.machine import one_line
+from loadtest.scenarios import SCENARIOS
+
+
+def fmt_rps(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.1f}" if value < 100 else f"{value:.0f}"
+
+
+def fmt_ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f}"
+
+
+def fmt_pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f}%"
+
+
+def _peak(value: float | int | None) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
+def header(title: str, results: dict[str, Any]) -> list[str]:
+    mline, vline = one_line(results["machine"], results["versions"])
+    return [
+        f"# {title}",
+        "",
+        "```sh",
+        results["command"],
+        "```",
+        "",
+        f"- started: {results['started']} (wall time {results['wall_s']:.0f} s)",
+        f"- machine: {mline}",
+        f"- versions: {vline}",
+    ]
+
+
+def _settings_line(variant: str, target: dict[str, Any]) -> str:
+    """Only the settings that bound this variant: tokens mean nothing to async, etc."""
+    s = target["settings"]
+    parts = [f"{s.get('api_server')} x {s.get('api_workers')} process(es)"]
+    if variant == "sync":
+        parts.append(f"{s.get('threadpool_tokens')} threadpool tokens")
+    if variant != "blocking":
+        parts.append(f"DB pool {s.get('db_pool_max')}")
+    if variant == "offload":
+        parts.append(f"{s.get('cpu_executor')} executor x {s.get('cpu_workers')}")
+    return f"  - `{variant}` {target['url']}: " + ", ".join(parts)
+
+
+COMPARE_COLUMNS = (
+    "| variant | req/s | p50 ms | p95 ms | p99 ms | fail % | ceiling req/s | % of ceiling "
+    "| loop lag peak ms | threads borrowed | DB waiting | in flight | Locust CPU |",
+    "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+)
+
+
+def compare_row(run: dict[str, Any]) -> str:
+    st, peaks, cpu = run["stats"], run["server_peaks"], run["generator_cpu"]
+    cells = [
+        f"`{run['variant']}`",
+        fmt_rps(st["rps"]),
+        fmt_ms(st["p50_ms"]),
+        fmt_ms(st["p95_ms"]),
+        fmt_ms(st["p99_ms"]),
+        "n/a" if st["failure_pct"] is None else f"{st['failure_pct']:.1f}",
+        fmt_rps(run["ceiling"]["rps"]),
+        fmt_pct(run["pct_of_ceiling"]),
+        _peak(peaks.get("loop_lag_peak_ms")),
+        _peak(peaks.get("threadpool_borrowed")),
+        _peak(peaks.get("db_pool_waiting")),
+        _peak(peaks.get("in_flight")),
+        fmt_pct(cpu.get("peak_pct_one_core")),
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def compare_markdown(results: dict[str, Any]) -> str:
+    o = results["options"]
+    scenarios = list(dict.fromkeys(r["scenario"] for r in results["runs"]))
+    lines = header("Compare: " + ", ".join(scenarios), results)
+    lines += [
+        f"- load: {o['users']} users, spawn rate {o['spawn_rate']:g}/s, {o['duration_s']} s "
+        f"measured after a separate {o['warmup_s']} s warm-up run (not counted); "
+        f"delay_ms={o['delay_ms']}, work={o['work']}",
+        "- targets (settings in force, from /runtime):",
+        *(_settings_line(v, t) for v, t in results["targets"].items()),
+        "",
+        "Ceiling: Little's law, the most req/s the variant's limits allow (see "
+        "loadtest/littles_law.py). Peaks: the target's /runtime polled every "
+        f"{o['sample_interval_s']:g} s. Locust CPU: its busiest process, % of one core.",
+    ]
+    for scenario in scenarios:
+        runs = [r for r in results["runs"] if r["scenario"] == scenario]
+        path = SCENARIOS[scenario].path.format(
+            delay_ms=o["delay_ms"], work=o["work"], item_id="{item_id}"
+        )
+        lines += ["", f"## {scenario}: `{SCENARIOS[scenario].method} {path}`", ""]
+        lines += [*COMPARE_COLUMNS, *(compare_row(r) for r in runs), ""]
+        lines += [f"- `{r['variant']}` ceiling: {r['ceiling']['why']}" for r in runs]
+        lines += [""]
+        lines += [f"![{scenario} {c}]({f})" for c, f in results["charts"].get(scenario, {}).items()]
+        warned = [(r["variant"], w) for r in runs for w in r["warnings"]]
+        if warned:
+            lines += ["", "Warnings:", ""]
+            lines += [f"- **{scenario} x {v}**: {w}" for v, w in warned]
+    lines += [
+        "",
+        "## Files",
+        "",
+        "- `results.json`: everything above, plus every sample and each run's Locust command",
+        "- `locust/`: Locust's csv, json, html and log of every measured run "
+        "(`locust/warmup/`: the warm-up runs)",
+        "",
+        "One run's Locust command:",
+        "",
+        "```sh",
+        results["runs"][0]["command"] if results["runs"] else "",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def capacity_markdown(results: dict[str, Any]) -> str:
+    o = results["options"]
+    lines = header("Capacity search", results)
+    lines += [
+        f"- SLO: p95 <= {o['slo_ms']:g} ms and failures <= {o['max_failure_pct']:g}%; "
+        f"steps of {o['step_duration_s']} s at users {', '.join(map(str, o['steps']))}",
+        "- targets (settings in force, from /runtime):",
+        *(_settings_line(v, t) for v, t in results["targets"].items()),
+    ]
+    for scenario in dict.fromkeys(s["scenario"] for s in results["searches"]):
+        searches = [s for s in results["searches"] if s["scenario"] == scenario]
+        lines += ["", f"## {scenario}", ""]
+        lines += [
+            "| variant | highest sustainable req/s | users at the knee | p95 there ms "
+            "| Little's-law ceiling there | stopped because |",
+            "|---|--:|--:|--:|---|---|",
+        ]
+        for s in searches:
+            ceil = s["ceiling_at_knee"]
+            ceil_text = f"{fmt_rps(ceil['rps'])} ({ceil['why']})" if ceil else "n/a"
+            lines.append(
+                f"| `{s['variant']}` | {fmt_rps(s['max_rps'])} | {s['knee_users'] or 'none'} "
+                f"| {fmt_ms(s['knee_p95_ms'])} | {ceil_text} | {s['stop_reason']} |"
+            )
+        lines += ["", f"![capacity {scenario}]({results['charts'].get(scenario, '')})", ""]
+        lines += ["Steps:", "", "| variant | users | req/s | p95 ms | fail % | within SLO |"]
+        lines += ["|---|--:|--:|--:|--:|---|"]
+        for s in searches:
+            for step in s["steps"]:
+                st = step["stats"]
+                fail = "n/a" if st["failure_pct"] is None else f"{st['failure_pct']:.1f}"
+                lines.append(
+                    f"| `{s['variant']}` | {step['users']} | {fmt_rps(st['rps'])} "
+                    f"| {fmt_ms(st['p95_ms'])} | {fail} | {'yes' if step['ok'] else 'no'} |"
+                )
+        warned = [
+            (s["variant"], st["users"], w)
+            for s in searches
+            for st in s["steps"]
+            for w in st["warnings"]
+        ]
+        if warned:
+            lines += ["", "Warnings:", ""]
+            lines += [f"- **{v}, {u} users**: {w}" for v, u, w in warned]
+    lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,170 @@
+"""One bounded, headless Locust run as a subprocess, watched while it runs.
+
+Locust stops itself (--run-time, then --stop-timeout for requests in flight); a subprocess
+timeout is only the safety net. While it runs, the target's /runtime and Locust's own CPU are
+sampled (loadtest/monitor.py).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loadtest.locust_stats import Summary, history, summarize
+from loadtest.monitor import CpuSampler, RuntimeSampler
+from loadtest.scenarios import Scenario
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+LOCUSTFILE = REPO_ROOT / "loadtest" / "locustfile.py"
+# Locust's start-up and report writing, on top of --run-time and --stop-timeout.
+_SAFETY_MARGIN_S = 60
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    scenario: Scenario
+    url: str
+    users: int
+    spawn_rate: float
+    duration_s: int
+    prefix: Path  # Locust's --csv prefix; the .json, .html and .log sit next to it
+    delay_ms: int = 200
+    work: int = 20
+    stop_timeout_s: int = 5
+    locustfile: Path = LOCUSTFILE
+
+    def command(self) -> list[str]:
+        cmd = [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            str(self.locustfile),
+            "--headless",
+            self.scenario.user_class,
+            "-u",
+            str(self.users),
+            "-r",
+            f"{self.spawn_rate:g}",
+            "-t",
+            f"{self.duration_s}s",
+            "--stop-timeout",
+            f"{self.stop_timeout_s}",
+            "--host",
+            self.url,
+            "--csv",
+            str(self.prefix),
+            "--json-file",
+            str(self.prefix),  # Locust appends .json
+            "--html",
+            f"{self.prefix}.html",
+            "--only-summary",
+        ]
+        # Only the knobs the scenario's request uses: a locustfile rejects unknown arguments,
+        # and a --work next to an upstream call would only mislead the reader.
+        if "{delay_ms}" in self.scenario.path:
+            cmd += ["--delay-ms", str(self.delay_ms)]
+        if "{work}" in self.scenario.path:
+            cmd += ["--work", str(self.work)]
+        return cmd
+
+
+@dataclass
+class RunOutcome:
+    spec: RunSpec
+    command: list[str]
+    exit_code: int | None
+    wall_s: float
+    timed_out: bool
+    summary: Summary
+    history: list[dict[str, float | None]]
+    server_samples: list[dict[str, Any]] = field(default_factory=list)
+    server_peaks: dict[str, float | int | None] = field(default_factory=dict)
+    cpu_samples: list[dict[str, Any]] = field(default_factory=list)
+    cpu_busiest: list[float] = field(default_factory=list)
+    cpu_summary: dict[str, float | int | None] = field(default_factory=dict)
+    locust_warned_cpu: bool = False
+
+    def files(self) -> dict[str, str]:
+        p = self.spec.prefix
+        names = {
+            "stats_csv": f"{p}_stats.csv",
+            "history_csv": f"{p}_stats_history.csv",
+            "failures_csv": f"{p}_failures.csv",
+            "json": f"{p}.json",
+            "html": f"{p}.html",
+            "log": f"{p}.log",
+        }
+        return {k: v for k, v in names.items() if Path(v).exists()}
+
+
+def run_locust(spec: RunSpec, sample_interval: float = 0.5, monitor: bool = True) -> RunOutcome:
+    spec.prefix.parent.mkdir(parents=True, exist_ok=True)
+    cmd = spec.command()
+    log_path = Path(f"{spec.prefix}.log")
+    timeout = spec.duration_s + spec.stop_timeout_s + _SAFETY_MARGIN_S
+    start = time.monotonic()
+    timed_out = False
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            # its own group: the safety net can stop Locust and anything it forked, nothing else
+            start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        server = RuntimeSampler(spec.url, sample_interval) if monitor else None
+        cpu = CpuSampler(proc.pid, sample_interval) if monitor else None
+        for sampler in (server, cpu):
+            if sampler is not None:
+                sampler.start()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            _stop_group(proc)
+        finally:
+            for sampler in (server, cpu):
+                if sampler is not None:
+                    sampler.stop()
+    log_text = log_path.read_text(errors="replace")
+    summary = summarize(Path(f"{spec.prefix}.json"))
+    cpu_during = cpu.during(summary.started_at, summary.ended_at) if cpu else []
+    return RunOutcome(
+        spec=spec,
+        command=cmd,
+        exit_code=proc.returncode,
+        wall_s=round(time.monotonic() - start, 2),
+        timed_out=timed_out,
+        summary=summary,
+        history=history(Path(f"{spec.prefix}_stats_history.csv")),
+        server_samples=server.samples if server else [],
+        server_peaks=server.peaks() if server else {},
+        cpu_samples=cpu.samples if cpu else [],
+        cpu_busiest=[s["busiest_pct"] for s in cpu_during],
+        cpu_summary=CpuSampler.summary(cpu_during),
+        locust_warned_cpu="CPU usage above" in log_text,
+    )
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM lets Locust write its reports; SIGKILL if it does not exit soon after."""
+    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue

@@ -1,0 +1,79 @@
+"""`python -m loadtest.capacity`: the search stops where the SLO is crossed (real runs)."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loadtest.capacity import main, summarize_search, verdict
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.timeout(240)
+def test_blocking_stops_early_and_async_goes_further(
+    lab_apis: dict[str, str], tmp_path: Path
+) -> None:
+    # 100 ms calls and a 300 ms p95 SLO: the blocking variant serves one call at a time, so a
+    # handful of users already waits past the SLO; async keeps them all in flight.
+    spec = ",".join(f"{v}={lab_apis[v]}" for v in ("async", "blocking"))
+    code = main(
+        [
+            "--variants", "async,blocking",
+            "--delay-ms", "100",
+            "--slo-ms", "300",
+            "--max-users", "25",
+            "--step-duration", "2s",
+            "--targets", spec,
+            "--out", str(tmp_path),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    (folder,) = tmp_path.iterdir()
+    assert folder.name.endswith("-capacity")
+    results = json.loads((folder / "results.json").read_text())
+    found = {s["variant"]: s for s in results["searches"]}
+    blocking, async_ = found["blocking"], found["async"]
+
+    assert len(blocking["steps"]) <= 4  # 1, 2, 5 users at most before p95 > 300 ms
+    assert blocking["stop_reason"].startswith("p95 ")
+    assert not blocking["steps"][-1]["ok"]
+    assert blocking["knee_users"] in (1, 2)
+    assert blocking["max_rps"] == pytest.approx(10, rel=0.5)  # 1 / 0.1 s
+
+    assert async_["knee_users"] >= 10 > blocking["knee_users"]
+    assert async_["max_rps"] > 3 * blocking["max_rps"]
+    assert len(async_["steps"]) > len(blocking["steps"])
+
+    chart = folder / results["charts"]["upstream"]
+    assert chart.read_bytes().startswith(PNG_MAGIC)
+    report = (folder / "report.md").read_text()
+    assert f"| `blocking` | {blocking['max_rps']:.1f} | {blocking['knee_users']} |" in report
+    assert blocking["stop_reason"] in report
+    for step in blocking["steps"]:
+        entries = json.loads((folder / step["files"]["json"]).read_text())
+        assert step["stats"]["requests"] == sum(e["num_requests"] for e in entries)
+
+
+def step(users: int, rps: float, p95: float, failure_pct: float = 0.0) -> dict[str, Any]:
+    stats = {"requests": 100, "rps": rps, "p95_ms": p95, "failure_pct": failure_pct}
+    return {"users": users, "stats": stats, "ceiling": {"rps": None, "why": "n/a"}}
+
+
+def test_verdict() -> None:
+    assert verdict(step(10, 50, 200), slo_ms=500, max_failure_pct=1) is None
+    assert verdict(step(10, 50, 600), 500, 1) == "p95 600 ms > SLO 500 ms at 10 users"
+    assert verdict(step(10, 50, 100, failure_pct=2.5), 500, 1) == ("failures 2.5% > 1% at 10 users")
+    empty = step(10, 0, 0) | {"stats": {"requests": 0, "rps": 0, "p95_ms": None}}
+    assert verdict(empty, 500, 1) == "no request completed at 10 users"
+
+
+def test_knee_is_the_sustainable_step_with_the_most_throughput() -> None:
+    steps = [step(10, 50, 100), step(25, 120, 200), step(50, 118, 450), step(100, 90, 900)]
+    for s in steps:
+        s["ok"] = s["stats"]["p95_ms"] <= 500
+    found = summarize_search("upstream", "sync", steps, "p95 900 ms > SLO 500 ms at 100 users")
+    assert (found["knee_users"], found["max_rps"], found["knee_p95_ms"]) == (25, 120, 200)
+    none = summarize_search("upstream", "blocking", steps[3:], "p95")
+    assert none["knee_users"] is None and none["max_rps"] is None

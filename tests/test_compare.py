@@ -1,0 +1,184 @@
+"""`python -m loadtest.compare`: real Locust runs against real servers, tiny and short.
+
+The numbers in report.md and results.json must be the run's own: they are read back and held
+against the files Locust wrote for that run.
+"""
+
+import csv
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from loadtest import checks
+from loadtest.compare import main
+from loadtest.report import fmt_ms, fmt_rps
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def only_dir(parent: Path) -> Path:
+    (folder,) = [p for p in parent.iterdir() if p.is_dir()]
+    return folder
+
+
+def targets(urls: dict[str, str], *variants: str) -> str:
+    return ",".join(f"{v}={urls[v]}" for v in variants)
+
+
+def locust_csv_total(path: Path) -> dict[str, str]:
+    with path.open(newline="") as fh:
+        (row,) = [r for r in csv.DictReader(fh) if r["Name"] == "Aggregated"]
+    return row
+
+
+def report_rows(report: str, scenario: str) -> dict[str, list[str]]:
+    """The variant rows of one scenario's table in report.md, as lists of cells."""
+    section = report.split(f"## {scenario}:", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        if m := re.match(r"\| `(\w+)` \|", line):
+            rows[m.group(1)] = [c.strip() for c in line.strip("|").split("|")]
+    return rows
+
+
+@pytest.fixture(scope="module")
+def tiny_run(lab_apis: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("compare")
+    code = main(
+        [
+            "--scenarios", "upstream",
+            "--variants", "async,blocking",
+            "--users", "10",
+            "--duration", "4s",
+            "--warmup", "1s",
+            "--delay-ms", "100",
+            "--targets", targets(lab_apis, "async", "blocking"),
+            "--out", str(out),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    return only_dir(out)
+
+
+def test_writes_report_results_and_charts(tiny_run: Path) -> None:
+    assert (tiny_run / "report.md").is_file()
+    results = json.loads((tiny_run / "results.json").read_text())
+    assert [(r["scenario"], r["variant"]) for r in results["runs"]] == [
+        ("upstream", "async"),
+        ("upstream", "blocking"),
+    ]
+    charts = results["charts"]["upstream"]
+    assert set(charts.values()) == {"upstream-bars.png", "upstream-over-time.png"}
+    for name in charts.values():
+        data = (tiny_run / name).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 10_000
+    for key in ("cores", "cpu_model", "memory_gib"):
+        assert results["machine"][key]
+    assert results["versions"]["locust"] == "2.47.0"
+    assert results["command"].startswith("python -m loadtest.compare --scenarios upstream")
+    for variant in ("async", "blocking"):
+        assert results["targets"][variant]["settings"]["api_variant"] == variant
+    for run in results["runs"]:
+        for kind in ("stats_csv", "history_csv", "json", "html"):
+            assert (tiny_run / run["files"][kind]).is_file()
+        assert run["warmup"]["requests"] > 0  # the warm-up ran, apart from the measured run
+
+
+def test_numbers_are_locusts_own(tiny_run: Path) -> None:
+    results = json.loads((tiny_run / "results.json").read_text())
+    report = (tiny_run / "report.md").read_text()
+    rows = report_rows(report, "upstream")
+    for run in results["runs"]:
+        st = run["stats"]
+        # Locust's final JSON for the run: the very same request and failure counts
+        entries = json.loads((tiny_run / run["files"]["json"]).read_text())
+        assert st["requests"] == sum(e["num_requests"] for e in entries) > 0
+        assert st["failures"] == sum(e["num_failures"] for e in entries) == 0
+        # Locust's _stats.csv lags by up to a second (see loadtest/locust_stats.py) but agrees
+        total = locust_csv_total(tiny_run / run["files"]["stats_csv"])
+        assert 0 < int(total["Request Count"]) <= st["requests"]
+        assert st["p50_ms"] == pytest.approx(float(total["50%"]), rel=0.25, abs=20)
+        assert st["rps"] == pytest.approx(float(total["Requests/s"]), rel=0.3)
+        # report.md shows results.json's numbers
+        cells = rows[run["variant"]]
+        assert cells[1] == fmt_rps(st["rps"])
+        assert cells[2:5] == [fmt_ms(st[k]) for k in ("p50_ms", "p95_ms", "p99_ms")]
+        assert cells[6] == fmt_rps(run["ceiling"]["rps"])
+        assert run["server_peaks"]["polls_answered"] > 0
+        assert run["generator_cpu"]["peak_pct_one_core"] is not None
+
+
+def test_variants_differ_as_littles_law_says(tiny_run: Path) -> None:
+    runs = {r["variant"]: r for r in json.loads((tiny_run / "results.json").read_text())["runs"]}
+    async_, blocking = runs["async"], runs["blocking"]
+    assert async_["ceiling"]["rps"] == pytest.approx(100)  # 10 users / 0.1 s
+    assert blocking["ceiling"]["rps"] == pytest.approx(10)  # 1 loop / 0.1 s
+    assert blocking["ceiling"]["why"] == "1 loop / 0.100 s"
+    # generous: on any machine async serves several times what the blocked loop does
+    assert async_["stats"]["rps"] > 3 * blocking["stats"]["rps"]
+    assert 30 < blocking["pct_of_ceiling"] < 150
+    assert async_["server_peaks"]["in_flight"] >= 1
+    assert blocking["server_peaks"]["loop_lag_peak_ms"] > 50  # whole calls block the loop
+    # 10 users at 10 req/s: 1 s per response, and 4 s is less than 5 of those
+    assert any(w.startswith("run too short") for w in blocking["warnings"])
+    assert not any(w.startswith("run too short") for w in async_["warnings"])
+
+
+def test_short_run_and_cpu_bound_generator_are_flagged(
+    lab_apis: dict[str, str], tmp_path: Path
+) -> None:
+    # 2 s against 1.5 s responses; --cpu-warn-pct 0 makes any Locust CPU sample "too much",
+    # through the very decision function compare uses.
+    code = main(
+        [
+            "--scenarios", "upstream",
+            "--variants", "async",
+            "--users", "5",
+            "--duration", "2s",
+            "--warmup", "0",
+            "--delay-ms", "1500",
+            "--cpu-warn-pct", "0",
+            "--targets", targets(lab_apis, "async"),
+            "--out", str(tmp_path),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    folder = only_dir(tmp_path)
+    (run,) = json.loads((folder / "results.json").read_text())["runs"]
+    warnings = run["warnings"]
+    assert any(w.startswith("run too short: 2 s < 5 x the ") for w in warnings)
+    assert any(w.startswith("load generator CPU-bound") for w in warnings)
+    report = (folder / "report.md").read_text()
+    assert "run too short" in report and "load generator CPU-bound" in report
+
+
+def test_generator_cpu_decision() -> None:
+    assert checks.generator_cpu_warning([]) is None
+    assert checks.generator_cpu_warning([20.0, 45.0, 89.9]) is None
+    warning = checks.generator_cpu_warning([40.0, 95.0, 60.0])
+    assert warning is not None and "95% of one core" in warning
+    assert checks.generator_cpu_warning([10.0], threshold_pct=5) is not None
+
+
+def test_short_run_decision() -> None:
+    assert checks.short_run_warning(2, 1.5) is not None
+    assert checks.short_run_warning(30, 1.0) is None  # 30 s >= 5 x 1 s
+    assert checks.short_run_warning(30, 40.0) is not None  # blocking, 200 users x 200 ms
+    assert checks.short_run_warning(30, None) is None  # no ceiling, no expectation
+    # the tail counts too: a mean of 3.4 s, but an unfair queue made p95 32 s
+    warning = checks.short_run_warning(30, 3.4, measured_p95_s=32.0)
+    assert warning is not None and "measured p95 32.00 s" in warning
+    assert checks.short_run_warning(30, 3.4, measured_p95_s=1.0) is None
+
+
+def test_cli_help_and_bad_names() -> None:
+    cmd = [sys.executable, "-m", "loadtest.compare"]
+    shown = subprocess.run([*cmd, "--help"], capture_output=True, text=True, check=True)
+    for option in ("--scenarios", "--variants", "--duration", "--warmup", "--targets", "--out"):
+        assert option in shown.stdout
+    bad = subprocess.run([*cmd, "--scenarios", "nope"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown scenario(s) nope" in bad.stderr

@@ -1,0 +1,78 @@
+"""compose.yaml holds the lab's promises: one API image, fair limits, loopback-only ports,
+every variable documented with a default in .env, and the same ports as the native lab."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from services.lab.ports import API_PORTS, LOCUST_PORT, UPSTREAM_PORT, VARIANTS
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = ROOT / "compose.yaml"
+
+
+def _compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def test_compose_file_matches_the_compose_spec() -> None:
+    # podman-compose ignores keys Docker would reject: check against the specification itself.
+    checker = Path(sys.executable).with_name("check-jsonschema")
+    proc = subprocess.run(
+        [str(checker), "--builtin-schema", "vendor.compose-spec", str(COMPOSE)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_variants_share_one_image_and_differ_only_by_variant() -> None:
+    services = _compose()["services"]
+    apis = {v: services[f"api-{v}"] for v in VARIANTS}
+    assert {s["image"] for s in apis.values()} == {"localhost/fastapi-lab-api:latest"}
+    assert len({str(s["deploy"]) for s in apis.values()}) == 1  # the same CPU and memory limits
+    for variant, service in apis.items():
+        assert service["environment"]["API_VARIANT"] == variant
+        others = {k: v for k, v in service["environment"].items() if k != "API_VARIANT"}
+        sync_env = {k: v for k, v in apis["sync"]["environment"].items() if k != "API_VARIANT"}
+        assert others == sync_env
+
+
+def test_ports_are_loopback_only_and_match_the_native_lab() -> None:
+    services = _compose()["services"]
+    published = {}
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            host, host_port, _ = port.split(":")
+            assert host == "127.0.0.1", (name, port)
+            published[name] = int(host_port)
+    expected = {f"api-{v}": API_PORTS[v] for v in VARIANTS}
+    expected |= {"upstream": UPSTREAM_PORT, "locust": LOCUST_PORT}
+    assert published == expected
+
+
+def test_every_variable_has_a_default_in_env_and_a_line_in_the_header() -> None:
+    text = COMPOSE.read_text()
+    used = set(re.findall(r"\$\{([A-Z_]+)", text))
+    defaults = dict(
+        line.split("=", 1) for line in (ROOT / ".env").read_text().splitlines()
+        if line and not line.startswith("#")
+    )  # fmt: skip
+    header = "\n".join(line for line in text.splitlines() if line.startswith("#"))
+    assert used <= set(defaults), used - set(defaults)
+    for name in used:
+        assert re.search(rf"^#\s+{name}\s", header, re.M), f"{name} is not in the header comment"
+    # and the defaults in .env are the ones the ${VAR:-default} fallbacks give
+    for name, default in re.findall(r"\$\{([A-Z_]+):-([^}]*)\}", text):
+        assert defaults[name] == default, (name, defaults[name], default)
+
+
+def test_database_init_scripts_are_the_native_labs() -> None:
+    postgres = _compose()["services"]["postgres"]
+    assert "./services/db:/docker-entrypoint-initdb.d:ro" in postgres["volumes"]
+    assert postgres["healthcheck"]["test"][0] == "CMD-SHELL" and "pg_isready" in str(postgres)

@@ -1,0 +1,130 @@
+"""Little's-law ceilings (loadtest/littles_law.py): pure arithmetic, no servers."""
+
+import pytest
+
+from loadtest.littles_law import MIXED_WORK_UNITS, Limits, ceiling, demand
+
+DEFAULTS = Limits()  # the API's documented defaults: 40 tokens, DB pool 20, 2 process workers
+
+
+def ceil(
+    scenario: str,
+    variant: str,
+    users: int = 200,
+    *,
+    limits: Limits = DEFAULTS,
+    delay_ms: int = 200,
+    work: int = 20,
+    cores: int = 2,
+) -> tuple[float | None, str]:
+    c = ceiling(scenario, variant, users, delay_ms=delay_ms, work=work, limits=limits, cores=cores)
+    return c.rps, c.why
+
+
+@pytest.mark.parametrize(
+    ("variant", "rps", "why"),
+    [
+        ("sync", 200, "40 tokens / 0.200 s"),  # the README's finding: 40 / 0.2 s
+        ("async", 1000, "200 users / 0.200 s (until the CPU saturates)"),
+        ("offload", 1000, "200 users / 0.200 s (until the CPU saturates)"),
+        ("blocking", 5, "1 loop / 0.200 s"),
+    ],
+)
+def test_upstream_200ms_200_users(variant: str, rps: float, why: str) -> None:
+    assert ceil("upstream", variant) == (pytest.approx(rps), why)
+
+
+def test_fewer_users_than_tokens_bind_sync() -> None:
+    assert ceil("upstream", "sync", users=10) == (pytest.approx(50), "10 users / 0.200 s")
+
+
+def test_db_pool_limits_every_variant_that_waits_on_the_database() -> None:
+    # 40 tokens but only 20 connections: the pool binds sync, and async too.
+    assert ceil("db", "sync") == (pytest.approx(100), "20 DB conns / 0.200 s")
+    assert ceil("db", "async")[0] == pytest.approx(100)
+    assert ceil("db", "blocking")[0] == pytest.approx(5)
+    # with a big pool the tokens bind again
+    big_pool = Limits(db_pool_max=100)
+    assert ceil("db", "sync", limits=big_pool) == (pytest.approx(200), "40 tokens / 0.200 s")
+    # the upstream scenario holds no DB connection: the pool does not matter there
+    assert ceil("upstream", "sync", limits=Limits(db_pool_max=1))[0] == pytest.approx(200)
+
+
+def test_gunicorn_workers_multiply_the_per_process_limits() -> None:
+    four = Limits(api_workers=4)
+    assert ceil("upstream", "sync", limits=four) == (
+        pytest.approx(800),
+        "4 workers x 40 tokens / 0.200 s",
+    )
+    assert ceil("upstream", "blocking", limits=four)[0] == pytest.approx(20)
+    assert ceil("db", "sync", limits=four)[0] == pytest.approx(400)  # 4 x 20 connections
+    # ... but never beyond the users
+    assert ceil("upstream", "sync", users=100, limits=four)[0] == pytest.approx(500)
+
+
+@pytest.mark.parametrize(
+    ("scenario", "variant", "limits", "rps", "why"),
+    [
+        ("cpu-python", "sync", DEFAULTS, 50, "1 GIL / 0.020 s"),
+        ("cpu-python", "async", DEFAULTS, 50, "1 loop / 0.020 s"),
+        ("cpu-python", "blocking", DEFAULTS, 50, "1 loop / 0.020 s"),
+        ("cpu-python", "offload", DEFAULTS, 100, "2 process workers / 0.020 s"),
+        ("cpu-python", "offload", Limits(cpu_executor="thread"), 50, "1 GIL (thread executor)"),
+        ("cpu-native", "offload", Limits(cpu_executor="thread"), 100, "2 thread workers"),
+        ("cpu-native", "sync", DEFAULTS, 100, "2 cores / 0.020 s"),  # threads escape the GIL
+        ("cpu-native", "async", DEFAULTS, 50, "1 loop / 0.020 s"),
+        ("cpu-python", "offload", Limits(cpu_workers=8), 100, "2 cores / 0.020 s"),
+        ("cpu-python", "async", Limits(api_workers=4), 100, "2 cores / 0.020 s"),
+        ("cpu-python", "sync", Limits(api_workers=2), 100, "2 workers x 1 GIL / 0.020 s"),
+    ],
+)
+def test_cpu_ceilings(scenario: str, variant: str, limits: Limits, rps: float, why: str) -> None:
+    got_rps, got_why = ceil(scenario, variant, limits=limits)
+    assert got_rps == pytest.approx(rps)
+    assert got_why.startswith(why)
+
+
+def test_cpu_is_bounded_by_users_too() -> None:
+    assert ceil("cpu-python", "offload", users=1) == (pytest.approx(50), "1 users / 0.020 s")
+
+
+def test_mixed_is_bounded_by_its_cpu_part_on_the_loop() -> None:
+    # S = 1 ms DB + 100 ms upstream (DEFAULT_DELAY_MS) + 2 ms CPU = 0.103 s
+    rps, why = ceil("mixed", "async")
+    assert (rps, why) == (pytest.approx(500), "1 loop / 0.002 s CPU")
+    rps, why = ceil("mixed", "sync")
+    assert (rps, why) == (pytest.approx(40 / 0.103), "40 tokens / 0.103 s")
+    assert ceil("mixed", "offload")[0] == pytest.approx(1000)  # 2 workers / 2 ms
+    assert ceil("mixed", "blocking")[0] == pytest.approx(1 / 0.103)
+
+
+def test_items_and_write_have_no_fixed_wait() -> None:
+    for scenario in ("items", "write"):
+        rps, why = ceil(scenario, "sync")
+        assert rps is None
+        assert why.startswith("n/a")
+
+
+def test_expected_latency_is_users_over_the_ceiling() -> None:
+    c = ceiling("upstream", "sync", 200, delay_ms=200, work=20, limits=DEFAULTS, cores=2)
+    assert c.latency_s(200) == pytest.approx(1.0)  # 200 users / 200 req/s
+    c = ceiling("items", "sync", 200, delay_ms=200, work=20, limits=DEFAULTS, cores=2)
+    assert c.latency_s(200) is None
+
+
+def test_measured_cpu_unit_changes_the_service_time() -> None:
+    d = demand("cpu-python", 0, 20, DEFAULTS, cpu_unit_s=0.002)
+    assert d is not None and d.service_s == pytest.approx(0.040)
+
+
+def test_limits_come_from_runtime_settings() -> None:
+    limits = Limits.from_settings(
+        {"threadpool_tokens": 10, "api_workers": 3, "api_variant": "sync", "database_url": "x"}
+    )
+    assert (limits.threadpool_tokens, limits.api_workers, limits.db_pool_max) == (10, 3, 20)
+
+
+def test_mixed_work_matches_the_api() -> None:
+    from services.api.contract import MIXED_WORK
+
+    assert MIXED_WORK_UNITS == MIXED_WORK
