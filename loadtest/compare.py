@@ -1,9 +1,9 @@
 """`python -m loadtest.compare` (`make compare`): the same load on every variant, side by side.
 
-For each scenario x variant, one after another: wait until the target is idle, a warm-up run
-(not counted), wait again, then the measured headless Locust run, sampling the target's /runtime
-and Locust's own CPU. Writes results/<timestamp>/: report.md, results.json, PNG charts, and
-Locust's csv/json/html/log of every run under locust/.
+For each scenario x variant, one after another: wait until the target is idle, then one headless
+Locust run whose first --warmup seconds are not counted (their statistics are dropped), sampling
+the target's /runtime and Locust's own CPU. Writes results/<timestamp>/: report.md,
+results.json, PNG charts, and Locust's csv/json/html/log of every run under locust/.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--warmup",
         type=cli.duration,
         default=5,
-        help="separate warm-up run before each measured run, not counted; 0 = none (default: 5s)",
+        help="first seconds of each run under the same load, not counted; 0 = none (default: 5s)",
     )
     p.add_argument(
         "--delay-ms",
@@ -147,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sample_interval_s=args.sample_interval,
     )
     plan = [(s, v) for s in args.scenarios for v in args.variants]
-    per_run = args.warmup + args.duration + 2 * _RUN_OVERHEAD_S
+    per_run = args.warmup + args.duration + _RUN_OVERHEAD_S
     progress = Progress(len(plan), per_run)
     runs: list[dict[str, Any]] = []
     for scenario, variant in plan:

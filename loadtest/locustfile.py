@@ -19,6 +19,7 @@ import logging
 import random
 from argparse import Namespace
 
+import gevent
 from locust import FastHttpUser, constant, events, tag, task
 from locust.argument_parser import LocustArgumentParser
 from locust.env import Environment
@@ -44,6 +45,13 @@ def _arguments(parser: LocustArgumentParser) -> None:
     )
     parser.add_argument("--delay-ms", type=int, default=200, help="delay of each slow call (ms)")
     parser.add_argument("--work", type=int, default=20, help="CPU work units (1 unit ~ 1 ms)")
+    parser.add_argument(
+        "--warmup-s",
+        type=float,
+        default=0.0,
+        include_in_web_ui=False,
+        help="drop the statistics of the first N seconds (the warm-up; used by compare)",
+    )
 
 
 def target(environment: Environment) -> str:
@@ -61,6 +69,15 @@ def _decide_target(environment: Environment, **kwargs: object) -> None:
         return
     environment.parsed_options.lab_target = target(environment)
     logger.info("target: %s", environment.parsed_options.lab_target)
+
+
+@events.test_start.add_listener
+def _schedule_warmup_reset(environment: Environment, **kwargs: object) -> None:
+    """One continuous load: the warm-up is its first --warmup-s seconds, not a separate run
+    whose queued leftovers would land in the measured one; only its statistics are dropped."""
+    warmup = getattr(environment.parsed_options, "warmup_s", 0.0)
+    if warmup > 0 and not isinstance(environment.runner, WorkerRunner):
+        gevent.spawn_later(warmup, environment.stats.reset_all)
 
 
 def path(scenario: str, **values: object) -> str:

@@ -42,37 +42,31 @@ class Load:
 def measure(scenario: Scenario, target: Target, load: Load, prefix: Path) -> dict[str, Any]:
     """Run `scenario` on `target`; Locust's files go to `prefix`*. Returns the run's record."""
     warnings: list[str] = []
+    # What an earlier run left queued in this server must not land in this one.
     drained = wait_idle(target.url, load.drain_timeout_s)
-    warmup: dict[str, Any] | None = None
-    if load.warmup_s > 0:
-        # A separate run, its numbers thrown away: same users and spawn rate, so pools, the
-        # upstream's connections and the server's caches are warm when the measured run starts.
-        warm_prefix = prefix.parent / "warmup" / prefix.name
-        w = run_locust(_spec(scenario, target, load, warm_prefix, True), monitor=False)
-        warmup = {"requests": w.summary.requests, "wall_s": w.wall_s, "exit_code": w.exit_code}
-        # What the warm-up left queued in the server must not land in the measured run.
-        drained = wait_idle(target.url, load.drain_timeout_s)
-        warmup["drain_s"] = None if drained is None else round(drained, 1)
     if drained is None:
         warnings.append(
             f"target still busy after {load.drain_timeout_s} s of waiting: the run starts "
             "with an earlier run's requests in the server"
         )
-    outcome = run_locust(_spec(scenario, target, load, prefix, False), load.sample_interval_s)
-    record = _record(scenario, target, load, outcome, warmup)
+    # The warm-up is the first seconds of the same run (same users, spawn rate), so pools,
+    # connections and queues are in their steady state when the measured window opens.
+    outcome = run_locust(_spec(scenario, target, load, prefix), load.sample_interval_s)
+    record = _record(scenario, target, load, outcome)
     cpu_bound = checks.generator_cpu_warning(outcome.cpu_busiest, load.cpu_warn_pct)
     record["generator_cpu_bound"] = cpu_bound is not None
     record["warnings"] = warnings + _judge(outcome, record, load, cpu_bound)
     return record
 
 
-def _spec(scenario: Scenario, target: Target, load: Load, prefix: Path, warm: bool) -> RunSpec:
+def _spec(scenario: Scenario, target: Target, load: Load, prefix: Path) -> RunSpec:
     return RunSpec(
         scenario=scenario,
         url=target.url,
         users=load.users,
         spawn_rate=load.spawn_rate,
-        duration_s=load.warmup_s if warm else load.duration_s,
+        duration_s=load.duration_s,
+        warmup_s=load.warmup_s,
         prefix=prefix,
         delay_ms=load.delay_ms,
         work=load.work,
@@ -90,7 +84,6 @@ def _record(
     target: Target,
     load: Load,
     outcome: RunOutcome,
-    warmup: dict[str, Any] | None,
 ) -> dict[str, Any]:
     unit = _cpu_unit(scenario.name, target)
     ceil = ceiling(
@@ -121,7 +114,6 @@ def _record(
         "exit_code": outcome.exit_code,
         "timed_out": outcome.timed_out,
         "wall_s": outcome.wall_s,
-        "warmup": warmup,
         "stats": stats,
         "ceiling": {
             "rps": ceil.rps,

@@ -88,7 +88,7 @@ def compare_markdown(results: dict[str, Any]) -> str:
     lines = header("Compare: " + ", ".join(scenarios), results)
     lines += [
         f"- load: {o['users']} users, spawn rate {o['spawn_rate']:g}/s, {o['duration_s']} s "
-        f"measured after a separate {o['warmup_s']} s warm-up run (not counted); "
+        f"measured after a {o['warmup_s']} s warm-up under the same load (statistics dropped); "
         f"delay_ms={o['delay_ms']}, work={o['work']}",
         "- targets (settings in force, from /runtime):",
         *(_settings_line(v, t) for v, t in results["targets"].items()),
@@ -116,8 +116,8 @@ def compare_markdown(results: dict[str, Any]) -> str:
         "## Files",
         "",
         "- `results.json`: everything above, plus every sample and each run's Locust command",
-        "- `locust/`: Locust's csv, json, html and log of every measured run "
-        "(`locust/warmup/`: the warm-up runs)",
+        "- `locust/`: Locust's csv, json, html and log of every run (the history csv includes "
+        "the warm-up; the totals do not)",
         "",
         "One run's Locust command:",
         "",

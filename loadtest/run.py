@@ -32,8 +32,9 @@ class RunSpec:
     url: str
     users: int
     spawn_rate: float
-    duration_s: int
+    duration_s: int  # measured time, after the warm-up
     prefix: Path  # Locust's --csv prefix; the .json, .html and .log sit next to it
+    warmup_s: int = 0  # the first seconds of the same run, statistics dropped
     delay_ms: int = 200
     work: int = 20
     stop_timeout_s: int = 5
@@ -53,7 +54,7 @@ class RunSpec:
             "-r",
             f"{self.spawn_rate:g}",
             "-t",
-            f"{self.duration_s}s",
+            f"{self.warmup_s + self.duration_s}s",
             "--stop-timeout",
             f"{self.stop_timeout_s}",
             "--host",
@@ -72,6 +73,8 @@ class RunSpec:
             cmd += ["--delay-ms", str(self.delay_ms)]
         if "{work}" in self.scenario.path:
             cmd += ["--work", str(self.work)]
+        if self.warmup_s:
+            cmd += ["--warmup-s", str(self.warmup_s)]
         return cmd
 
 
@@ -108,7 +111,7 @@ def run_locust(spec: RunSpec, sample_interval: float = 0.5, monitor: bool = True
     spec.prefix.parent.mkdir(parents=True, exist_ok=True)
     cmd = spec.command()
     log_path = Path(f"{spec.prefix}.log")
-    timeout = spec.duration_s + spec.stop_timeout_s + _SAFETY_MARGIN_S
+    timeout = spec.warmup_s + spec.duration_s + spec.stop_timeout_s + _SAFETY_MARGIN_S
     start = time.monotonic()
     timed_out = False
     with log_path.open("wb") as log:
@@ -148,7 +151,7 @@ def run_locust(spec: RunSpec, sample_interval: float = 0.5, monitor: bool = True
         summary=summary,
         history=history(Path(f"{spec.prefix}_stats_history.csv")),
         server_samples=server.samples if server else [],
-        server_peaks=server.peaks() if server else {},
+        server_peaks=server.peaks(since_s=spec.warmup_s) if server else {},
         cpu_samples=cpu.samples if cpu else [],
         cpu_busiest=[s["busiest_pct"] for s in cpu_during],
         cpu_summary=CpuSampler.summary(cpu_during),

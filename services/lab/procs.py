@@ -5,6 +5,7 @@ an API variant may spawn a process pool, and signalling the group reaches all of
 a Ctrl-C in the terminal reaches only the runner, which then stops everything in order.
 """
 
+import contextlib
 import ctypes
 import functools
 import os
@@ -134,7 +135,10 @@ class ServerProcess:
 
     def _finish(self) -> None:
         if self._popen is not None:
-            self._popen.poll()  # reap the leader so no zombie is left behind
+            # Reap the leader so no zombie is left behind. wait(), not poll(): just after a
+            # SIGKILL the leader may not be reapable yet, and an unreaped Popen warns at exit.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._popen.wait(timeout=2)
         self._stopped = not _group_alive(self.pid)
         if self._log is not None:
             self._log.close()
