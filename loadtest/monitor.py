@@ -60,7 +60,7 @@ def wait_idle(url: str, timeout_s: float) -> float | None:
     return None
 
 
-def cpu_unit_s(url: str, kind: str, work: int = 20, tries: int = 3) -> float | None:
+def cpu_unit_s(url: str, kind: str, work: int = 20, tries: int = 5) -> float | None:
     """Seconds one work unit of `kind` takes on the target (its /cpu reports elapsed_ms), the
     best of a few unloaded calls; None if the target does not answer."""
     best: float | None = None
