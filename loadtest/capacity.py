@@ -24,7 +24,7 @@ from loadtest.measure import Load, Target, TargetError, discover, measure
 from loadtest.outputs import Progress, charts_available, new_dir, now_iso, say, write_json
 from loadtest.report import capacity_markdown
 from loadtest.scenarios import SCENARIOS
-from loadtest.targets import VARIANTS, load_targets
+from loadtest.targets import load_targets
 
 DEFAULT_STEPS = [1, 2, 5, 10, 25, 50, 100, 200, 400, 800]
 
@@ -35,18 +35,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="Step the users up until p95 crosses an SLO or failures exceed a limit; "
         "report the highest sustainable req/s and the users at the knee per variant.",
     )
-    p.add_argument(
-        "--scenarios",
-        type=cli.scenario_list,
-        default=["upstream"],
-        help=f"comma-separated, from {','.join(SCENARIOS)} (default: upstream)",
-    )
-    p.add_argument(
-        "--variants",
-        type=cli.variant_list,
-        default=list(VARIANTS),
-        help=f"comma-separated subset of {','.join(VARIANTS)} (default: all)",
-    )
+    cli.add_common_arguments(p)
     p.add_argument(
         "--steps",
         type=cli.int_list,
@@ -66,17 +55,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=float,
         default=1.0,
         help="largest failure %% still acceptable (default: 1)",
-    )
-    p.add_argument("--delay-ms", type=int, default=200, help="delay of each slow call (ms)")
-    p.add_argument("--work", type=int, default=20, help="CPU work units (cpu-*)")
-    p.add_argument("--targets", default=None, help="variant=url,... as LAB_TARGETS")
-    p.add_argument("--out", type=Path, default=Path("results"), help="parent results folder")
-    p.add_argument("--stop-timeout", type=cli.duration, default=5, help="Locust --stop-timeout")
-    p.add_argument(
-        "--drain-timeout",
-        type=cli.duration,
-        default=60,
-        help="longest wait for a target to finish earlier requests (default: 60s)",
     )
     p.add_argument(
         "--cpu-warn-pct",

@@ -1,9 +1,10 @@
-"""Argument types shared by `python -m loadtest.compare` and `python -m loadtest.capacity`."""
+"""Arguments shared by `python -m loadtest.compare` and `python -m loadtest.capacity`."""
 
 from __future__ import annotations
 
 import argparse
 import re
+from pathlib import Path
 
 from loadtest.scenarios import SCENARIOS
 from services.lab.ports import VARIANTS
@@ -58,3 +59,50 @@ def _names(value: str, known: list[str], kind: str) -> list[str]:
             + ",".join(known)
         )
     return names
+
+
+def add_common_arguments(p: argparse.ArgumentParser) -> None:
+    """The options both commands take, with the same names, meanings and defaults."""
+    p.add_argument(
+        "--scenarios",
+        type=scenario_list,
+        default=["upstream"],
+        help=f"comma-separated, from {','.join(SCENARIOS)} (default: upstream)",
+    )
+    p.add_argument(
+        "--variants",
+        type=variant_list,
+        default=list(VARIANTS),
+        help=f"comma-separated subset of {','.join(VARIANTS)} (default: all)",
+    )
+    p.add_argument(
+        "--delay-ms",
+        type=int,
+        default=200,
+        help="delay of each slow call (db, upstream) (default: 200)",
+    )
+    p.add_argument("--work", type=int, default=20, help="CPU work units (cpu-*) (default: 20)")
+    p.add_argument(
+        "--targets",
+        default=None,
+        help="variant=url,... as LAB_TARGETS (default: $LAB_TARGETS, else the native lab's ports)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("results"),
+        help="parent folder of the results/<timestamp>/ folder (default: results)",
+    )
+    p.add_argument(
+        "--stop-timeout",
+        type=duration,
+        default=5,
+        help="Locust's --stop-timeout: how long requests in flight at the end may "
+        "still finish and be recorded (default: 5s)",
+    )
+    p.add_argument(
+        "--drain-timeout",
+        type=duration,
+        default=60,
+        help="longest wait for a target to finish earlier requests (default: 60s)",
+    )

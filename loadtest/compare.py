@@ -24,7 +24,7 @@ from loadtest.measure import Load, TargetError, discover, measure
 from loadtest.outputs import Progress, charts_available, new_dir, now_iso, say, write_json
 from loadtest.report import compare_markdown
 from loadtest.scenarios import SCENARIOS
-from loadtest.targets import VARIANTS, load_targets
+from loadtest.targets import load_targets
 
 # Locust start-up and report writing, plus waiting for an idle target, per run (for the ETA).
 _RUN_OVERHEAD_S = 4
@@ -36,18 +36,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="Run the same Locust load on each variant, one after another, and write "
         "a side-by-side report (report.md, results.json, PNG charts).",
     )
-    p.add_argument(
-        "--scenarios",
-        type=cli.scenario_list,
-        default=["upstream"],
-        help=f"comma-separated, from {','.join(SCENARIOS)} (default: upstream)",
-    )
-    p.add_argument(
-        "--variants",
-        type=cli.variant_list,
-        default=list(VARIANTS),
-        help=f"comma-separated subset of {','.join(VARIANTS)} (default: all)",
-    )
+    cli.add_common_arguments(p)
     p.add_argument("--users", type=int, default=200, help="concurrent users (default: 200)")
     p.add_argument(
         "--spawn-rate",
@@ -66,37 +55,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=cli.duration,
         default=5,
         help="first seconds of each run under the same load, not counted; 0 = none (default: 5s)",
-    )
-    p.add_argument(
-        "--delay-ms",
-        type=int,
-        default=200,
-        help="delay of each slow call (db, upstream) (default: 200)",
-    )
-    p.add_argument("--work", type=int, default=20, help="CPU work units (cpu-*) (default: 20)")
-    p.add_argument(
-        "--targets",
-        default=None,
-        help="variant=url,... as LAB_TARGETS (default: $LAB_TARGETS, else the native lab's ports)",
-    )
-    p.add_argument(
-        "--out",
-        type=Path,
-        default=Path("results"),
-        help="parent folder of the results/<timestamp>/ folder (default: results)",
-    )
-    p.add_argument(
-        "--stop-timeout",
-        type=cli.duration,
-        default=5,
-        help="Locust's --stop-timeout: how long requests in flight at the end may "
-        "still finish and be recorded (default: 5s)",
-    )
-    p.add_argument(
-        "--drain-timeout",
-        type=cli.duration,
-        default=60,
-        help="longest wait for a target to finish earlier requests (default: 60s)",
     )
     p.add_argument(
         "--cpu-warn-pct",
