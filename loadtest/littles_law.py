@@ -156,7 +156,7 @@ def _bound(
         label = f"{workers} workers x {_n(per_process)} {name}"
     else:
         label = f"{_n(total)} {name}"
-    options = [(float(users), f"{users} users"), (total, label)]
+    options = [(float(users), f"{users} user{'' if users == 1 else 's'}"), (total, label)]
     if cores is not None:
         options.append((float(cores), f"{cores} cores"))
     # ties go to the first: users, then the server's own limit, then cores

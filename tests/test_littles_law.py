@@ -85,7 +85,7 @@ def test_cpu_ceilings(scenario: str, variant: str, limits: Limits, rps: float, w
 
 
 def test_cpu_is_bounded_by_users_too() -> None:
-    assert ceil("cpu-python", "offload", users=1) == (pytest.approx(50), "1 users / 0.020 s")
+    assert ceil("cpu-python", "offload", users=1) == (pytest.approx(50), "1 user / 0.020 s")
 
 
 def test_mixed_is_bounded_by_its_cpu_part_on_the_loop() -> None:
