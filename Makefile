@@ -74,13 +74,14 @@ capacity: venv ## step users up until p95 > SLO_MS: the knee per variant, in res
 # Override with COMPOSE="docker compose" (or any compose command).
 ifeq ($(origin COMPOSE), undefined)
 COMPOSE := $(shell \
-	if docker info >/dev/null 2>&1; then echo "docker compose"; \
+	if docker info >/dev/null 2>&1 && docker compose version >/dev/null 2>&1; then echo "docker compose"; \
 	elif command -v podman-compose >/dev/null 2>&1 && podman info >/dev/null 2>&1; then echo podman-compose; \
 	elif podman compose version >/dev/null 2>&1; then echo "podman compose"; fi)
 endif
 DC := $(COMPOSE) -f compose.yaml
-# locust-worker containers for `make up WORKERS=4` (compose reads it from the environment)
-export WORKERS
+# `make up WORKERS=4`: make exports command-line variables, so compose reads it from the
+# environment (a plain `make up` leaves .env's default in force).
+NEED_ENGINE = @test -n "$(strip $(COMPOSE))" || { echo "make $@: needs Docker or Podman (none answers)"; exit 2; }
 
 up: ## the whole lab in containers (Docker, else Podman; else the native lab), then print the URLs
 ifeq ($(strip $(COMPOSE)),)
@@ -101,6 +102,7 @@ urls: ## print every URL of the lab
 	@echo ""
 
 down: ## stop and remove the lab's containers, network and volumes
+	$(NEED_ENGINE)
 	$(DC) down --remove-orphans --volumes
 ifneq (,$(findstring podman,$(COMPOSE)))
 	@# podman-compose removes only as many workers as the file asks for now (make up WORKERS=4,
@@ -111,13 +113,15 @@ ifneq (,$(findstring podman,$(COMPOSE)))
 endif
 
 logs: ## follow the containers' logs
+	$(NEED_ENGINE)
 	$(DC) logs -f --tail=100
 
 ps: ## list the lab's containers
+	$(NEED_ENGINE)
 	$(DC) ps
 
 e2e: ## in containers: up, a short Locust run of every variant from the locust container, down
-	@test -n "$(strip $(COMPOSE))" || { echo "make e2e: needs Docker or Podman (none answers)"; exit 2; }
+	$(NEED_ENGINE)
 	@status=0; \
 	$(DC) up -d --build --wait && $(DC) exec -T locust python -m loadtest.e2e || status=$$?; \
 	$(MAKE) --no-print-directory down; \

@@ -49,6 +49,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=10,
         help="Locust run time of each step (default: 10s)",
     )
+    p.add_argument(
+        "--warmup",
+        type=cli.duration,
+        default=2,
+        help="first seconds of each step, not counted (Locust's start-up burst) (default: 2s)",
+    )
     p.add_argument("--slo-ms", type=float, default=500.0, help="p95 SLO in ms (default: 500)")
     p.add_argument(
         "--max-failure-pct",
@@ -92,6 +98,7 @@ def search(
             users=users,
             spawn_rate=float(users),  # all users at once: the step is short
             duration_s=args.step_duration,
+            warmup_s=args.warmup,
             delay_ms=args.delay_ms,
             work=args.work,
             stop_timeout_s=args.stop_timeout,

@@ -74,7 +74,7 @@ def scenario_over_time(scenario: str, runs: list[dict[str, Any]], path: Path) ->
     _log_if_wide(ax_lat, values)
     ax_rps.set_ylabel("req/s")
     ax_rps.set_xlabel("seconds since the run started")
-    return _save(fig, f"{scenario}: latency and throughput over the measured run", path)
+    return _save(fig, f"{scenario}: latency and throughput over the run (warm-up included)", path)
 
 
 def capacity_chart(

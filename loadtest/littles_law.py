@@ -41,6 +41,8 @@ class Limits:
     @classmethod
     def from_settings(cls, settings: Mapping[str, object]) -> Limits:
         known = {k: v for k, v in settings.items() if k in cls.__dataclass_fields__}
+        if settings.get("api_server", "uvicorn") != "gunicorn":
+            known["api_workers"] = 1  # API_WORKERS only counts under gunicorn
         return cls(**known)  # type: ignore[arg-type]
 
 

@@ -1,5 +1,6 @@
 """One measured run against one target, the way compare and capacity both need it:
-drain, optional warm-up, drain, run, then judge it (ceiling, warnings) into a plain dict."""
+wait until the target is idle, run (its first seconds a warm-up whose statistics are dropped),
+then judge it (ceiling, warnings) into a plain dict."""
 
 from __future__ import annotations
 
@@ -183,6 +184,8 @@ def discover(
             raise TargetError(f"{url} serves variant {runtime.get('variant')!r}, not {variant!r}")
         units = {k: u for k in sorted(kinds) if (u := cpu_unit_s(url, k)) is not None}
         limits = Limits.from_settings(runtime.get("settings", {}))
-        targets[variant] = Target(variant, url, limits, cores, units)
+        # The target's own CPUs (a container's limit), not this load generator's.
+        target_cores = max(1, round(runtime.get("cpus") or cores))
+        targets[variant] = Target(variant, url, limits, target_cores, units)
         runtimes[variant] = runtime
     return targets, runtimes

@@ -120,9 +120,10 @@ class RuntimeSampler(_Poller):
         super().stop()
         self._client.close()
 
-    def peaks(self, since_s: float = 0.0) -> dict[str, float | int | None]:
-        """Peaks of the samples taken `since_s` or later (after the warm-up)."""
-        ok = [s for s in self.samples if s.get("ok") and s["t"] >= since_s]
+    def peaks(self, since_wall: float | None = None) -> dict[str, float | int | None]:
+        """Peaks of the samples taken at `since_wall` (epoch s) or later: the measured window."""
+        window = [s for s in self.samples if since_wall is None or s["wall"] >= since_wall]
+        ok = [s for s in window if s.get("ok")]
         peaks: dict[str, float | int | None] = {
             key: max((s[key] for s in ok if key in s), default=None) for key in RUNTIME_FIELDS
         }
@@ -136,7 +137,7 @@ class RuntimeSampler(_Poller):
         peaks["loop_lag_max_ms"] = max(late, default=None)
         lags = [v for v in (peaks["loop_lag_ms"], peaks["loop_lag_max_ms"]) if v is not None]
         peaks["loop_lag_peak_ms"] = max(lags, default=None)
-        peaks["polls_sent"] = len([s for s in self.samples if s["t"] >= since_s])
+        peaks["polls_sent"] = len(window)
         peaks["polls_answered"] = len(ok)
         return peaks
 

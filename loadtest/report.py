@@ -45,7 +45,8 @@ def header(title: str, results: dict[str, Any]) -> list[str]:
 def _settings_line(variant: str, target: dict[str, Any]) -> str:
     """Only the settings that bound this variant: tokens mean nothing to async, etc."""
     s = target["settings"]
-    parts = [f"{s.get('api_server')} x {s.get('api_workers')} process(es)"]
+    processes = s.get("api_workers") if s.get("api_server") == "gunicorn" else 1
+    parts = [f"{s.get('api_server')} x {processes} process(es)"]
     if variant == "sync":
         parts.append(f"{s.get('threadpool_tokens')} threadpool tokens")
     if variant != "blocking":

@@ -135,6 +135,9 @@ def run_locust(spec: RunSpec, sample_interval: float = 0.5, monitor: bool = True
         except subprocess.TimeoutExpired:
             timed_out = True
             _stop_group(proc)
+        except BaseException:  # Ctrl-C: Locust is in its own session and did not get it
+            _stop_group(proc)
+            raise
         finally:
             for sampler in (server, cpu):
                 if sampler is not None:
@@ -151,7 +154,8 @@ def run_locust(spec: RunSpec, sample_interval: float = 0.5, monitor: bool = True
         summary=summary,
         history=history(Path(f"{spec.prefix}_stats_history.csv")),
         server_samples=server.samples if server else [],
-        server_peaks=server.peaks(since_s=spec.warmup_s) if server else {},
+        # from the first request Locust counted, i.e. after the warm-up
+        server_peaks=server.peaks(since_wall=summary.started_at) if server else {},
         cpu_samples=cpu.samples if cpu else [],
         cpu_busiest=[s["busiest_pct"] for s in cpu_during],
         cpu_summary=CpuSampler.summary(cpu_during),

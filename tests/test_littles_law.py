@@ -119,7 +119,7 @@ def test_measured_cpu_unit_changes_the_service_time() -> None:
 
 def test_limits_come_from_runtime_settings() -> None:
     limits = Limits.from_settings(
-        {"threadpool_tokens": 10, "api_workers": 3, "api_variant": "sync", "database_url": "x"}
+        {"threadpool_tokens": 10, "api_workers": 3, "api_server": "gunicorn", "database_url": "x"}
     )
     assert (limits.threadpool_tokens, limits.api_workers, limits.db_pool_max) == (10, 3, 20)
 
@@ -128,3 +128,8 @@ def test_mixed_work_matches_the_api() -> None:
     from services.api.contract import MIXED_WORK
 
     assert MIXED_WORK_UNITS == MIXED_WORK
+
+
+def test_api_workers_count_only_under_gunicorn() -> None:
+    assert Limits.from_settings({"api_workers": 4, "api_server": "uvicorn"}).api_workers == 1
+    assert Limits.from_settings({"api_workers": 4, "api_server": "gunicorn"}).api_workers == 4

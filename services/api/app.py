@@ -10,6 +10,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -62,6 +63,19 @@ async def _check(probe: Awaitable[Any], seconds: float) -> str:
     except Exception as exc:  # readiness must answer, whatever the dependency did
         return f"{type(exc).__name__}: {exc}"
     return "ok"
+
+
+def _available_cpus() -> float:
+    """CPUs this process may use: its affinity, capped by a cgroup v2 quota (a container's
+    `cpus:` limit), so a load generator elsewhere can compute this server's ceilings."""
+    cpus = float(len(os.sched_getaffinity(0)))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cpus = min(cpus, int(quota) / int(period))
+    except (OSError, ValueError):
+        pass
+    return cpus
 
 
 def _pool_stats(app: FastAPI) -> dict[str, Any]:
@@ -125,6 +139,7 @@ def create_app(variant_name: Variant) -> FastAPI:
             "variant": variant_name,
             "description": (variant.__doc__ or "").strip().splitlines()[0],
             "pid": os.getpid(),
+            "cpus": _available_cpus(),
             "server": s.api_server,
             "loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
             "uptime_s": round(time.time() - live.started, 1),
