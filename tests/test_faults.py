@@ -203,3 +203,25 @@ def test_dead_cpu_worker_is_503_then_recovers(start_api) -> None:
     codes = [httpx.get(f"{url}/cpu?work=1", timeout=30).status_code for _ in range(4)]
     assert set(codes) <= {200, 503}, codes  # never a 500
     assert codes[-1] == 200, codes  # the pool was replaced
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_reads_survive_the_server_closing_pooled_connections(
+    start_api, database_url: str, variant: str
+) -> None:
+    """A PostgreSQL restart (or an idle timeout) closes every pooled connection: reads go on."""
+    import psycopg2
+
+    url = start_api(variant, DB_POOL_MIN=4)
+    burst(f"{url}/io/db?delay_ms=50", 4)  # four connections in the pool
+    pid = httpx.get(f"{url}/runtime").json()["pid"]
+    with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE application_name = %s",
+            (f"lab-{variant}-{pid}",),
+        )
+        assert cur.fetchone()[0] >= 1  # this server's sessions, nobody else's
+    conn.close()
+    codes = [httpx.get(f"{url}/items/{i}").status_code for i in range(1, 7)]
+    assert codes == [200] * 6, codes

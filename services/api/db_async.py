@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 import asyncpg
@@ -36,7 +37,10 @@ class AsyncDatabase:
             max_size=s.db_pool_max,
             max_inactive_connection_lifetime=0,
             timeout=s.db_connect_timeout,
-            server_settings={"statement_timeout": str(int(s.db_statement_timeout * 1000))},
+            server_settings={
+                "statement_timeout": str(int(s.db_statement_timeout * 1000)),
+                "application_name": f"lab-{s.api_variant}-{os.getpid()}",
+            },
         )
 
     async def __aenter__(self) -> AsyncDatabase:

@@ -5,6 +5,7 @@ then answers 503."""
 from __future__ import annotations
 
 import math
+import os
 import re
 import threading
 import time
@@ -42,6 +43,8 @@ class SyncDatabase:
         self.dsn, self.min_size, self.max_size = s.database_url, s.db_pool_min, s.db_pool_max
         self.acquire_timeout, self.connect_timeout = s.db_acquire_timeout, s.db_connect_timeout
         self.statement_timeout_ms = int(s.db_statement_timeout * 1000)
+        # Names this process's sessions in pg_stat_activity (and lets a test find them).
+        self.application_name = f"lab-{s.api_variant}-{os.getpid()}"
         self._idle: list[Connection] = []
         self._size = self._in_use = 0
         self._queue: deque[object] = deque()  # waiting threads, oldest first
@@ -60,11 +63,7 @@ class SyncDatabase:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        with self._cond:
-            for conn in self._idle:
-                conn.close()
-            self._size -= len(self._idle)
-            self._idle.clear()
+        self._drop_idle()
 
     def _connect(self) -> Connection:
         try:
@@ -72,6 +71,7 @@ class SyncDatabase:
                 self.dsn,
                 connect_timeout=max(1, math.ceil(self.connect_timeout)),  # libpq wants whole s
                 options=f"-c statement_timeout={self.statement_timeout_ms}",
+                application_name=self.application_name,
                 # A peer that vanishes without a FIN is noticed in ~10 s, not TCP's ~15 min.
                 keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=3,
             )  # fmt: skip
@@ -129,11 +129,34 @@ class SyncDatabase:
                 raise
             if not isinstance(mapped, DatabaseTimeout):
                 conn.close()  # broken (server restarted, network gone): never hand it out again
+            if isinstance(mapped, DatabaseUnavailable):
+                self._drop_idle()  # they were opened to the same server: likely broken too
             raise mapped from exc
         finally:
             self._release(conn)
 
+    def _drop_idle(self) -> None:
+        with self._cond:
+            for conn in self._idle:
+                conn.close()
+            self._size -= len(self._idle)
+            self._idle.clear()
+
     def fetchrow(self, query: str, *args: object) -> Row | None:
+        # psycopg2 notices that the server closed an idle pooled connection (a restart, an idle
+        # timeout) only when it uses it; asyncpg's pool notices on its own. So a read that
+        # fails that way is tried once more, on a new connection. Never a write: it may have
+        # been committed before the connection broke.
+        retries = 1 if query.lstrip().upper().startswith("SELECT") else 0
+        while True:
+            try:
+                return self._fetchrow(query, args)
+            except DatabaseUnavailable:
+                if retries == 0:
+                    raise
+                retries -= 1
+
+    def _fetchrow(self, query: str, args: tuple[object, ...]) -> Row | None:
         params = {f"p{i}": arg for i, arg in enumerate(args, start=1)}
         with self.connection() as conn, conn.cursor() as cur:
             cur.execute(_to_pyformat(query), params)
