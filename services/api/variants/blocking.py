@@ -5,10 +5,7 @@ on the event loop itself, so every psycopg2 query, every sync HTTP call and ever
 the whole process: one request at a time, whatever the load (about 1 / latency req/s).
 """
 
-from typing import Annotated
-
-from ..contract import MIXED_ITEM_ID, MIXED_WORK, item_or_404, order_or_422, state
-from ..db_sync import SyncDatabase
+from ..contract import MIXED_ITEM_ID, MIXED_WORK, item_or_404, order_or_422
 from ..schemas import (
     CpuKind,
     CpuResult,
@@ -24,13 +21,10 @@ from ..schemas import (
 )
 from ..settings import settings
 from ..sql import INSERT_ORDER, ITEM, SLOW_ITEM
-from ..upstream import SyncUpstream
 from ..work import burn
-from .sync import resources  # the very same blocking drivers as the sync variant
+from .sync import DB, Upstream, resources  # the very same blocking drivers as the sync variant
 
 __all__ = ["resources"]
-DB = Annotated[SyncDatabase, state("db")]
-Upstream = Annotated[SyncUpstream, state("upstream")]
 
 
 async def read_item(item_id: ItemId, db: DB) -> Item:
