@@ -1,10 +1,12 @@
 """Fixed ports of the lab, shared by the native runner, compose and the Locust files.
 
-Kept free of imports so that any tool can read these constants cheaply.
+The APIs' ports are in the variant registry (services/registry.py); these are the others.
 """
 
-VARIANTS: tuple[str, ...] = ("sync", "async", "offload", "blocking")
-API_PORTS: dict[str, int] = {"sync": 8001, "async": 8002, "offload": 8003, "blocking": 8004}
+from services.registry import NAMES as VARIANTS
+from services.registry import VARIANTS as _REGISTRY
+
+API_PORTS: dict[str, int] = {name: v.port for name, v in _REGISTRY.items()}
 UPSTREAM_PORT: int = 8080
 LOCUST_PORT: int = 8089
 # Every server binds loopback only: the lab is never meant to be reachable from the network.
