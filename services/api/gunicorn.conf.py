@@ -1,14 +1,22 @@
-"""gunicorn settings, read from the same environment as the app (services/api/settings.py)."""
+"""gunicorn's configuration, from the same environment and settings object as the app.
+
+An entry point: gunicorn executes this file, so it builds the settings (services/api/settings.py).
+"""
 
 import os
 import shutil
 import tempfile
 
-from services.api.settings import settings
+from gunicorn.workers.base import Worker
+
+from services.api.server import lab_worker
+from services.api.settings import load_settings
+
+settings = load_settings(os.environ)
 
 bind = f"{settings.api_host}:{settings.api_port}"
 workers = settings.api_workers
-worker_class = "services.api.server.LabWorker"
+worker_class = lab_worker(settings)
 accesslog = "-" if settings.access_log else None
 backlog = 4096
 # uvicorn workers answer gunicorn's heartbeat from the event loop, so `timeout` only fires when
@@ -27,11 +35,11 @@ def on_starting(server: object) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="lab-metrics-")
 
 
-def child_exit(server: object, worker: object) -> None:
+def child_exit(server: object, worker: Worker) -> None:
     from prometheus_client import multiprocess
 
     # Drop a dead worker's live gauges, or "livesum" would count them forever.
-    multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]
+    multiprocess.mark_process_dead(worker.pid)
 
 
 def on_exit(server: object) -> None:

@@ -1,36 +1,43 @@
-"""Start the API under the server the settings name: uvicorn (one process) or gunicorn with
-uvicorn workers (API_WORKERS processes). `python -m services.api` calls main()."""
+"""`python -m services.api`: build the settings from the environment, then serve the app under
+uvicorn (one process) or gunicorn with uvicorn workers (API_WORKERS processes)."""
 
 from __future__ import annotations
 
 import os
 import sys
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from uvicorn_worker import UvicornWorker
 
-from .settings import settings
+from .settings import Settings, load_settings
 
-APP = "services.api.main:app"
+APP = "services.api.main:app"  # what gunicorn's workers import (and build from the environment)
 GUNICORN_CONF = Path(__file__).with_name("gunicorn.conf.py")
 
 
-class LabWorker(UvicornWorker):
-    # uvicorn-worker's default is loop="auto"; the lab makes the loop a setting (uvloop's
-    # behaviour under a blocked loop is one of the findings worth showing).
-    CONFIG_KWARGS: ClassVar[dict[str, str]] = {"loop": settings.api_loop, "http": "httptools"}
+def lab_worker(settings: Settings) -> type[UvicornWorker]:
+    """gunicorn's worker class with the loop the settings name (uvicorn-worker's default is
+    loop="auto"; uvloop's behaviour under a blocked loop is one of the findings worth showing)."""
+
+    class LabWorker(UvicornWorker):
+        CONFIG_KWARGS: ClassVar[dict[str, Any]] = {"loop": settings.api_loop, "http": "httptools"}
+
+    return LabWorker
 
 
 def main() -> None:
+    settings = load_settings(os.environ)  # a bad value stops here, with one line
     if settings.api_server == "gunicorn":
         # exec: gunicorn becomes this process, so signals from `make lab` reach it directly.
         argv = ["gunicorn", "--config", str(GUNICORN_CONF), APP]
         os.execv(sys.executable, [sys.executable, "-m", *argv])
     import uvicorn
 
+    from .app import create_app
+
     uvicorn.run(
-        APP,
+        create_app(settings),
         host=settings.api_host,
         port=settings.api_port,
         loop=settings.api_loop,

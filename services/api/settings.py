@@ -1,24 +1,28 @@
-"""Every knob of the API: environment -> this one object -> code.
+"""Every knob of the API: environment -> this one object, built at start-up -> code.
 
-The defaults below are the documented defaults (README "Knobs" is generated from the same table).
+The defaults below are the documented defaults (docs/settings.md is generated from this table).
+Nothing is read at import: `Settings()` is the defaults, `load_settings(os.environ)` is what an
+entry point (`python -m services.api`, main.py, gunicorn.conf.py) builds and passes on.
 """
 
 from __future__ import annotations
 
-import sys
+from collections.abc import Mapping
 from typing import Literal
 
-from pydantic import Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Variant = Literal["sync", "async", "offload", "blocking"]
+from services import registry
+from services.envconfig import load_or_exit
 
 
-class Settings(BaseSettings):
-    # env_ignore_empty: `FOO=` in a shell or .env means "use the default", not "empty string".
-    model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore", frozen=True)
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
-    api_variant: Variant = Field("async", description="which concurrency model this process serves")
+    api_variant: str = Field(
+        "async",
+        description=f"which concurrency model this process serves: {', '.join(registry.NAMES)}",
+    )
     api_host: str = Field("127.0.0.1", description="address to bind")
     api_port: int = Field(8000, ge=1, le=65535, description="port to bind")
     api_server: Literal["uvicorn", "gunicorn"] = Field("uvicorn", description="process server")
@@ -68,6 +72,13 @@ class Settings(BaseSettings):
         0.05, gt=0, description="seconds between event-loop lag probes (and metric refreshes)"
     )
 
+    @field_validator("api_variant")
+    @classmethod
+    def _known_variant(cls, name: str) -> str:
+        if name not in registry.VARIANTS:
+            raise ValueError(f"must be one of {', '.join(registry.NAMES)}")
+        return name
+
     @model_validator(mode="after")
     def _check_ranges(self) -> Settings:
         if self.db_pool_min > self.db_pool_max:
@@ -94,22 +105,9 @@ def _mask_password(url: str) -> str:
     return f"{scheme}{sep}{user}:***@{host}"
 
 
-def load_settings() -> Settings:
-    """Read the environment; on a bad value stop with one line naming the variable."""
-    try:
-        return Settings()
-    except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            if err["loc"]:
-                name = "_".join(str(p) for p in err["loc"]).upper()
-                lines.append(f"invalid setting {name}: {err['msg']} (got {err['input']!r})")
-            else:  # a cross-field rule: its message names the variables
-                lines.append(f"invalid settings: {err['msg'].removeprefix('Value error, ')}")
-        sys.exit("\n".join(lines))
-
-
-settings = load_settings()
+def load_settings(environ: Mapping[str, str]) -> Settings:
+    """The settings an entry point runs with; on a bad value, stop with one line naming it."""
+    return load_or_exit(Settings, environ)
 
 
 def markdown_table() -> str:

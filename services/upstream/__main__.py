@@ -1,27 +1,16 @@
 """`python -m services.upstream`: run the mock upstream (one process, uvloop + httptools)."""
 
+import os
 import sys
 
-from pydantic import ValidationError
+from services.envconfig import load_or_exit
 
-from .settings import Settings
-
-
-def load_settings() -> Settings | None:
-    """Read MOCK_* settings; on a bad value print one short line per problem, no traceback."""
-    try:
-        return Settings()
-    except ValidationError as exc:
-        for err in exc.errors():
-            name = f"MOCK_{str(err['loc'][0]).upper()}" if err["loc"] else "MOCK_*"
-            print(f"invalid setting {name}: {err['msg']} (got {err['input']!r})", file=sys.stderr)
-        return None
+from .settings import ENV_PREFIX, Settings
 
 
 def main() -> int:
-    settings = load_settings()
-    if settings is None:
-        return 2
+    # a bad value stops here: one line per problem naming the variable, exit code 2
+    settings = load_or_exit(Settings, os.environ, prefix=ENV_PREFIX)
 
     import uvicorn  # imported late so a bad setting fails fast
 

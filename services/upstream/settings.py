@@ -1,9 +1,8 @@
-"""Settings of the mock upstream: one pydantic-settings object read from MOCK_* env variables."""
+"""Settings of the mock upstream: one frozen object, built from MOCK_* variables at start-up."""
 
 from typing import Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 # Largest delay a request may ask for (delay_ms query param); also bounds the settings.
 MAX_DELAY_MS = 600_000
@@ -12,10 +11,13 @@ MAX_DELAY_MS = 600_000
 LONGTAIL_CAP_FACTOR = 20
 
 
-class Settings(BaseSettings):
+ENV_PREFIX = "MOCK_"
+
+
+class Settings(BaseModel):
     """Effective configuration; frozen so the app can pre-encode what depends on it."""
 
-    model_config = SettingsConfigDict(env_prefix="MOCK_", frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     host: str = Field("127.0.0.1", description="address to bind (loopback only in the lab)")
     port: int = Field(8080, ge=1, le=65535, description="TCP port to listen on")
