@@ -1,24 +1,21 @@
 """The routes every variant serves, declared once; a variant module supplies only the endpoints.
 
-`build_router(module)` registers the module's functions under the same paths, response models and
-status codes, so what differs between variants is exactly what is inside those functions.
+`build_router(module, settings)` registers the module's functions under the same paths, response
+models and status codes, so what differs between variants is exactly what is inside them.
 """
 
 from __future__ import annotations
 
+import inspect
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import ModuleType
-from typing import Any
+from typing import Annotated, Any, get_args, get_origin
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, Query
 
-from .errors import NotFound
-from .schemas import CpuResult, Item, Mixed, Order, Problem, SlowQuery, UpstreamCall
-
-MIXED_ITEM_ID = 42
-MIXED_WORK = 2  # "a little CPU": about 2 ms
+from .schemas import CpuResult, FromSettings, Item, Mixed, Order, Problem, SlowQuery, UpstreamCall
+from .settings import Settings
 
 
 @dataclass(frozen=True)
@@ -45,13 +42,13 @@ ROUTES = (
 )  # fmt: skip
 
 
-def build_router(variant: ModuleType) -> APIRouter:
+def build_router(variant: types.ModuleType, settings: Settings) -> APIRouter:
     router = APIRouter()
     for r in ROUTES:
         responses: dict[int | str, dict[str, Any]] = {code: {"model": Problem} for code in r.errors}
         router.add_api_route(
             r.path,
-            getattr(variant, r.endpoint),
+            with_settings(getattr(variant, r.endpoint), settings),
             methods=[r.method],
             response_model=r.model,
             status_code=r.status_code,
@@ -61,28 +58,35 @@ def build_router(variant: ModuleType) -> APIRouter:
     return router
 
 
-def state(name: str) -> Callable[[Request], Any]:
-    """A dependency returning app.state.<name> (the pools the variant's lifespan opened).
+def with_settings(fn: Callable[..., Any], settings: Settings) -> Callable[..., Any]:
+    """`fn` with each `FromSettings` parameter turned into a Query whose default and maximum are
+    those settings. A copy of the function (same code, so still sync or async), never `fn`
+    itself: two apps built with different settings in one process stay independent."""
+    sig = inspect.signature(fn, eval_str=True)
+    params = []
+    for p in sig.parameters.values():
+        marker = next((m for m in _metadata(p.annotation) if isinstance(m, FromSettings)), None)
+        if marker is not None:
+            query = Query(
+                ge=marker.minimum,
+                le=getattr(settings, marker.maximum),
+                description=marker.description,
+            )
+            p = p.replace(
+                annotation=Annotated[get_args(p.annotation)[0], query],
+                default=getattr(settings, marker.default),
+            )
+        # keyword-only: a parameter that gained a default may precede one without (FastAPI
+        # passes every argument by name anyway)
+        params.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+    copy = types.FunctionType(
+        fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__
+    )
+    copy.__kwdefaults__ = fn.__kwdefaults__
+    copy.__doc__, copy.__module__, copy.__qualname__ = fn.__doc__, fn.__module__, fn.__qualname__
+    copy.__dict__["__signature__"] = sig.replace(parameters=params)  # what inspect reads
+    return copy
 
-    async on purpose: a `def` dependency would take a threadpool token on every request."""
 
-    async def dependency(request: Request) -> Any:
-        return getattr(request.app.state, name)
-
-    return Depends(dependency)
-
-
-def item_or_404(row: dict[str, Any] | None, item_id: int) -> Item:
-    if row is None:
-        raise NotFound(f"item {item_id} does not exist")
-    return Item.model_validate(row)
-
-
-def order_or_422(row: dict[str, Any] | None, item_id: int) -> Order:
-    if row is None:
-        # The same 422 shape as every other bad parameter: the client parses one format.
-        raise RequestValidationError(
-            [{"type": "value_error", "loc": ("body", "item_id"), "input": item_id,
-              "msg": f"item {item_id} does not exist"}]
-        )  # fmt: skip
-    return Order.model_validate(row)
+def _metadata(annotation: object) -> tuple[object, ...]:
+    return get_args(annotation)[1:] if get_origin(annotation) is Annotated else ()

@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from .errors import DatabaseTimeout, DatabaseUnavailable, PoolExhausted, from_sqlstate
 from .settings import Settings
@@ -56,7 +57,7 @@ class AsyncDatabase:
     async def __aexit__(self, *exc: object) -> None:
         await self.pool.close()
 
-    async def _acquire(self) -> asyncpg.Connection:
+    async def _acquire(self) -> PoolConnectionProxy:
         self._waiting += 1
         try:
             return await self.pool.acquire(timeout=self.s.db_acquire_timeout)

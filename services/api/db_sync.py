@@ -161,7 +161,7 @@ class SyncDatabase:
         with self.connection() as conn, conn.cursor() as cur:
             cur.execute(_to_pyformat(query), params)
             row = cur.fetchone()
-            if row is None:
+            if row is None or cur.description is None:  # no row, or a statement without rows
                 return None
             return dict(zip([c.name for c in cur.description], row, strict=True))
 

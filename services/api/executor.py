@@ -1,16 +1,10 @@
-"""CPU work of a given size, and the executor the offload variant sends it to.
-
-One work unit is about 1 ms of one core on the reference machine (2-core Debian VM), for both kinds.
-"""
+"""The executor the offload variant sends CPU work to: a process or thread pool, counted."""
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing
-import os
 import signal
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import (
     BrokenExecutor,
@@ -19,33 +13,12 @@ from concurrent.futures import (
     ProcessPoolExecutor,
     ThreadPoolExecutor,
 )
-from typing import Literal, ParamSpec, TypeVar
+from typing import Any, Literal, ParamSpec, TypeVar
 
-from .schemas import CpuResult
-
-PYTHON_ITERATIONS_PER_UNIT = 12_000
-PBKDF2_ROUNDS_PER_UNIT = 4_000
+from .burn import burn
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-
-def burn(work: int, kind: Literal["python", "native"]) -> CpuResult:
-    """Module-level (picklable), so a process pool can run it too."""
-    start = time.perf_counter()
-    if kind == "python":
-        # Pure-Python bytecode: holds the GIL the whole time, so threads cannot run it in parallel.
-        acc = 0
-        for i in range(work * PYTHON_ITERATIONS_PER_UNIT):
-            acc = (acc * 31 + i) & 0xFFFFFFFF
-        digest = f"{acc:08x}"
-    else:
-        # hashlib releases the GIL inside pbkdf2, so threads do run this in parallel.
-        digest = hashlib.pbkdf2_hmac(
-            "sha256", b"lab", b"salt", work * PBKDF2_ROUNDS_PER_UNIT
-        ).hex()[:16]
-    elapsed_ms = (time.perf_counter() - start) * 1000
-    return CpuResult(kind=kind, work=work, elapsed_ms=elapsed_ms, pid=os.getpid(), digest=digest)
 
 
 class CountingExecutor(Executor):
@@ -70,7 +43,7 @@ class CountingExecutor(Executor):
         future.add_done_callback(self._done)
         return future
 
-    def _done(self, _: Future[object]) -> None:
+    def _done(self, _: Future[Any]) -> None:
         with self._lock:
             self._pending -= 1
 

@@ -1,23 +1,34 @@
-"""The contract every variant serves: parameter types and response models, defined once."""
+"""Request and response models, and the parameter types the endpoints declare."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import Path, Query
 from pydantic import BaseModel, Field, field_validator
 
-from .settings import settings
 
-# Query/path parameter types. Bounds come from settings, so a bad value is a 422 naming the
-# parameter, never a 500 and never a request that sleeps for an hour.
+@dataclass(frozen=True)
+class FromSettings:
+    """A query parameter whose default and upper bound are settings (names of Settings fields).
+
+    The router fills them in when the app is built (contract.build_router), so the OpenAPI
+    document shows the values in force and an endpoint needs no settings of its own."""
+
+    default: str
+    maximum: str
+    minimum: int
+    description: str
+
+
+# Bounded, so a bad value is a 422 naming the parameter: never a 500, never an hour-long sleep.
 ItemId = Annotated[int, Path(ge=1, le=2**63 - 1, description="primary key of an item")]
 DelayMs = Annotated[
-    int,
-    Query(ge=0, le=settings.max_delay_ms, description="how long the slow dependency takes"),
+    int, FromSettings("default_delay_ms", "max_delay_ms", 0, "how long the slow dependency takes")
 ]
-Work = Annotated[int, Query(ge=1, le=settings.max_work, description="CPU work units (see /cpu)")]
+Work = Annotated[int, FromSettings("default_work", "max_work", 1, "CPU work units (see /cpu)")]
 CpuKind = Annotated[
     Literal["python", "native"],
     Query(description="python holds the GIL (pure-Python loop); native releases it (pbkdf2)"),

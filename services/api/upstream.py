@@ -18,17 +18,15 @@ from .settings import Settings
 TODO_ID = 1
 
 
-def _client_options(s: Settings) -> dict[str, object]:
-    return {
-        "base_url": s.upstream_url,
-        # One number bounds connect, each read, each write and the wait for a pooled connection:
-        # a hung upstream becomes a 504 after UPSTREAM_TIMEOUT, never a hung request.
-        "timeout": httpx.Timeout(s.upstream_timeout),
-        "limits": httpx.Limits(
-            max_connections=s.upstream_max_connections,
-            max_keepalive_connections=s.upstream_max_connections,
-        ),
-    }
+def _limits(s: Settings) -> httpx.Limits:
+    n = s.upstream_max_connections
+    return httpx.Limits(max_connections=n, max_keepalive_connections=n)
+
+
+# One number bounds connect, each read, each write and the wait for a pooled connection: a hung
+# upstream becomes a 504 after UPSTREAM_TIMEOUT, never a hung request.
+def _timeout(s: Settings) -> httpx.Timeout:
+    return httpx.Timeout(s.upstream_timeout)
 
 
 @contextmanager
@@ -70,8 +68,8 @@ def _check_health(response: httpx.Response) -> None:
 
 class SyncUpstream:
     def __init__(self, s: Settings) -> None:
-        self.timeout = s.upstream_timeout
-        self.client = httpx.Client(**_client_options(s))  # type: ignore[arg-type]
+        self.timeout, self.default_delay_ms = s.upstream_timeout, s.default_delay_ms
+        self.client = httpx.Client(base_url=s.upstream_url, timeout=_timeout(s), limits=_limits(s))
 
     def __enter__(self) -> SyncUpstream:
         return self
@@ -79,7 +77,9 @@ class SyncUpstream:
     def __exit__(self, *exc: object) -> None:
         self.client.close()
 
-    def todo(self, delay_ms: int) -> UpstreamCall:
+    def todo(self, delay_ms: int | None = None) -> UpstreamCall:
+        """GET one todo that the upstream answers after delay_ms (default: DEFAULT_DELAY_MS)."""
+        delay_ms = self.default_delay_ms if delay_ms is None else delay_ms
         start = time.perf_counter()
         with _translate_errors(self.timeout):
             response = self.client.get(f"/todos/{TODO_ID}", params={"delay_ms": delay_ms})
@@ -93,17 +93,17 @@ class SyncUpstream:
 
 class AsyncUpstream:
     def __init__(self, s: Settings) -> None:
-        self.timeout = s.upstream_timeout
-        options = _client_options(s)
+        self.timeout, self.default_delay_ms = s.upstream_timeout, s.default_delay_ms
         # httpx's own transport (httpcore 1.0.9) spends its time re-scanning its pool once about
-        # 200 calls are in flight (~50 req/s at 100% CPU here); aiohttp's pool under the same
-        # httpx.AsyncClient API does not. UPSTREAM_TRANSPORT=httpcore shows the difference.
+        # 200 calls are in flight (~50 req/s at 100% CPU on the 2-core reference machine; rerun:
+        # UPSTREAM_TRANSPORT=httpcore, then `make compare VARIANTS=async`); aiohttp's pool under
+        # the same httpx.AsyncClient API does not.
         transport = (
-            AiohttpTransport(limits=options["limits"])  # type: ignore[arg-type]
-            if s.upstream_transport == "aiohttp"
-            else None
+            AiohttpTransport(limits=_limits(s)) if s.upstream_transport == "aiohttp" else None
         )
-        self.client = httpx.AsyncClient(**options, transport=transport)  # type: ignore[arg-type]
+        self.client = httpx.AsyncClient(
+            base_url=s.upstream_url, timeout=_timeout(s), limits=_limits(s), transport=transport
+        )
 
     async def __aenter__(self) -> AsyncUpstream:
         return self
@@ -111,7 +111,9 @@ class AsyncUpstream:
     async def __aexit__(self, *exc: object) -> None:
         await self.client.aclose()
 
-    async def todo(self, delay_ms: int) -> UpstreamCall:
+    async def todo(self, delay_ms: int | None = None) -> UpstreamCall:
+        """GET one todo that the upstream answers after delay_ms (default: DEFAULT_DELAY_MS)."""
+        delay_ms = self.default_delay_ms if delay_ms is None else delay_ms
         start = time.perf_counter()
         with _translate_errors(self.timeout):
             response = await self.client.get(f"/todos/{TODO_ID}", params={"delay_ms": delay_ms})

@@ -3,10 +3,10 @@
 The APIs' ports are in the variant registry (services/registry.py); these are the others.
 """
 
-from services.registry import NAMES as VARIANTS
-from services.registry import VARIANTS as _REGISTRY
+from services import registry
 
-API_PORTS: dict[str, int] = {name: v.port for name, v in _REGISTRY.items()}
+VARIANTS: tuple[str, ...] = registry.NAMES
+API_PORTS: dict[str, int] = {name: v.port for name, v in registry.VARIANTS.items()}
 UPSTREAM_PORT: int = 8080
 LOCUST_PORT: int = 8089
 # Every server binds loopback only: the lab is never meant to be reachable from the network.

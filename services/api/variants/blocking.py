@@ -5,7 +5,7 @@ on the event loop itself, so every psycopg2 query, every sync HTTP call and ever
 the whole process: one request at a time, whatever the load (about 1 / latency req/s).
 """
 
-from ..contract import MIXED_ITEM_ID, MIXED_WORK, item_or_404, order_or_422
+from ..burn import burn
 from ..schemas import (
     CpuKind,
     CpuResult,
@@ -19,9 +19,8 @@ from ..schemas import (
     UpstreamCall,
     Work,
 )
-from ..settings import settings
+from ..shared import MIXED_ITEM_ID, MIXED_WORK, item_or_404, order_or_422
 from ..sql import INSERT_ORDER, ITEM, SLOW_ITEM
-from ..work import burn
 from .sync import DB, Upstream, resources  # the very same blocking drivers as the sync variant
 
 __all__ = ["resources"]
@@ -31,25 +30,23 @@ async def read_item(item_id: ItemId, db: DB) -> Item:
     return item_or_404(db.fetchrow(ITEM, item_id), item_id)  # blocks the loop
 
 
-async def io_db(db: DB, delay_ms: DelayMs = settings.default_delay_ms) -> SlowQuery:
+async def io_db(db: DB, delay_ms: DelayMs) -> SlowQuery:
     # pg_sleep through psycopg2: the loop is frozen for delay_ms, every other request waits.
     return SlowQuery(delay_ms=delay_ms, item=item_or_404(db.fetchrow(SLOW_ITEM, delay_ms, 1), 1))
 
 
-async def io_upstream(
-    upstream: Upstream, delay_ms: DelayMs = settings.default_delay_ms
-) -> UpstreamCall:
+async def io_upstream(upstream: Upstream, delay_ms: DelayMs) -> UpstreamCall:
     return upstream.todo(delay_ms)  # a sync HTTP call inside async def: the loop waits with it
 
 
-async def cpu(kind: CpuKind = "python", work: Work = settings.default_work) -> CpuResult:
-    return burn(work, kind)  # even `native` blocks here: the loop thread itself is busy
+async def cpu(work: Work, kind: CpuKind = "python") -> CpuResult:
+    return CpuResult(**burn(work, kind))  # even `native` blocks here: the loop thread is busy
 
 
 async def mixed(db: DB, upstream: Upstream) -> Mixed:
     item = item_or_404(db.fetchrow(ITEM, MIXED_ITEM_ID), MIXED_ITEM_ID)
-    call = upstream.todo(settings.default_delay_ms)
-    return Mixed(item=item, todo=call.todo, cpu=burn(MIXED_WORK, "python"))
+    call = upstream.todo()
+    return Mixed(item=item, todo=call.todo, cpu=CpuResult(**burn(MIXED_WORK, "python")))
 
 
 async def create_order(order: OrderIn, db: DB) -> Order:

@@ -11,11 +11,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from ..contract import MIXED_ITEM_ID, MIXED_WORK, item_or_404, state
+from ..burn import burn
+from ..executor import CountingExecutor, make_executor
 from ..schemas import CpuKind, CpuResult, Mixed, Work
-from ..settings import settings
+from ..settings import Settings
+from ..shared import MIXED_ITEM_ID, MIXED_WORK, item_or_404, state
 from ..sql import ITEM
-from ..work import CountingExecutor, burn, make_executor
 from . import async_
 from .async_ import DB, Upstream, create_order, io_db, io_upstream, read_item
 
@@ -24,24 +25,23 @@ Executor = Annotated[CountingExecutor, state("executor")]
 
 
 @asynccontextmanager
-async def resources() -> AsyncIterator[dict[str, object]]:
+async def resources(settings: Settings) -> AsyncIterator[dict[str, object]]:
     executor = make_executor(settings.cpu_executor, settings.cpu_workers)
     try:
-        async with async_.resources() as io:
+        async with async_.resources(settings) as io:
             yield {**io, "executor": executor}
     finally:
         # Off the loop: waiting for worker processes to exit must not freeze the last requests.
         await asyncio.to_thread(executor.shutdown, cancel_futures=True)
 
 
-async def cpu(
-    executor: Executor, kind: CpuKind = "python", work: Work = settings.default_work
-) -> CpuResult:
-    return await asyncio.get_running_loop().run_in_executor(executor, burn, work, kind)
+async def cpu(executor: Executor, work: Work, kind: CpuKind = "python") -> CpuResult:
+    done = await asyncio.get_running_loop().run_in_executor(executor, burn, work, kind)
+    return CpuResult(**done)
 
 
 async def mixed(db: DB, upstream: Upstream, executor: Executor) -> Mixed:
     item = item_or_404(await db.fetchrow(ITEM, MIXED_ITEM_ID), MIXED_ITEM_ID)
-    call = await upstream.todo(settings.default_delay_ms)
+    call = await upstream.todo()
     work = await asyncio.get_running_loop().run_in_executor(executor, burn, MIXED_WORK, "python")
-    return Mixed(item=item, todo=call.todo, cpu=work)
+    return Mixed(item=item, todo=call.todo, cpu=CpuResult(**work))

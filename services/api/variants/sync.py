@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from ..contract import MIXED_ITEM_ID, MIXED_WORK, item_or_404, order_or_422, state
+from ..burn import burn
 from ..db_sync import SyncDatabase
 from ..schemas import (
     CpuKind,
@@ -24,17 +24,17 @@ from ..schemas import (
     UpstreamCall,
     Work,
 )
-from ..settings import settings
+from ..settings import Settings
+from ..shared import MIXED_ITEM_ID, MIXED_WORK, item_or_404, order_or_422, state
 from ..sql import INSERT_ORDER, ITEM, SLOW_ITEM
 from ..upstream import SyncUpstream
-from ..work import burn
 
 DB = Annotated[SyncDatabase, state("db")]
 Upstream = Annotated[SyncUpstream, state("upstream")]
 
 
 @asynccontextmanager
-async def resources() -> AsyncIterator[dict[str, object]]:
+async def resources(settings: Settings) -> AsyncIterator[dict[str, object]]:
     with SyncDatabase(settings) as db, SyncUpstream(settings) as upstream:
         yield {"db": db, "upstream": upstream}
 
@@ -43,22 +43,22 @@ def read_item(item_id: ItemId, db: DB) -> Item:
     return item_or_404(db.fetchrow(ITEM, item_id), item_id)
 
 
-def io_db(db: DB, delay_ms: DelayMs = settings.default_delay_ms) -> SlowQuery:
+def io_db(db: DB, delay_ms: DelayMs) -> SlowQuery:
     return SlowQuery(delay_ms=delay_ms, item=item_or_404(db.fetchrow(SLOW_ITEM, delay_ms, 1), 1))
 
 
-def io_upstream(upstream: Upstream, delay_ms: DelayMs = settings.default_delay_ms) -> UpstreamCall:
+def io_upstream(upstream: Upstream, delay_ms: DelayMs) -> UpstreamCall:
     return upstream.todo(delay_ms)
 
 
-def cpu(kind: CpuKind = "python", work: Work = settings.default_work) -> CpuResult:
-    return burn(work, kind)
+def cpu(work: Work, kind: CpuKind = "python") -> CpuResult:
+    return CpuResult(**burn(work, kind))
 
 
 def mixed(db: DB, upstream: Upstream) -> Mixed:
     item = item_or_404(db.fetchrow(ITEM, MIXED_ITEM_ID), MIXED_ITEM_ID)
-    call = upstream.todo(settings.default_delay_ms)
-    return Mixed(item=item, todo=call.todo, cpu=burn(MIXED_WORK, "python"))
+    call = upstream.todo()
+    return Mixed(item=item, todo=call.todo, cpu=CpuResult(**burn(MIXED_WORK, "python")))
 
 
 def create_order(order: OrderIn, db: DB) -> Order:
