@@ -1,5 +1,5 @@
 # FastAPI concurrency lab. `make help` lists the targets; every target is a thin wrapper
-# around a command you can also run yourself (shown in README.md).
+# around a command you can also run yourself (shown in README.md and docs/).
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -8,9 +8,10 @@ PY     := $(BIN)/python
 # pytest arguments, e.g. `make test PYTEST_ARGS="-k faults -x"`
 PYTEST_ARGS ?=
 # compare and capacity knobs, e.g. `make compare SCENARIOS=upstream,cpu-python USERS=200 DURATION=30s`
-# (TARGETS: variant=url,... like LAB_TARGETS; empty = $$LAB_TARGETS, else the native lab ports)
+# (VARIANTS empty = every variant of services/registry.py;
+#  TARGETS: variant=url,... like LAB_TARGETS; empty = $$LAB_TARGETS, else the native lab ports)
 SCENARIOS     ?= upstream
-VARIANTS      ?= sync,async,offload,blocking
+VARIANTS      ?=
 USERS         ?= 200
 SPAWN_RATE    ?=
 DURATION      ?= 30s
@@ -44,27 +45,28 @@ lock: ## re-pin requirements.lock.txt from requirements.txt (needs the network)
 	.lock-venv/bin/pip freeze --exclude-editable > requirements.lock.txt
 	rm -rf .lock-venv
 
-lint: venv ## ruff check + format check; compose.yaml against the Compose Specification
+lint: venv ## ruff check + format check; mypy --strict; compose.yaml against the Compose Specification
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec compose.yaml
 
 test: venv lint ## lint, then every test against real servers (PostgreSQL, upstream, APIs)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-lab: venv ## natively: PostgreSQL, upstream, the four variants and Locust's UI; Ctrl-C stops all
+lab: venv ## natively: PostgreSQL, upstream, every variant and Locust's UI; Ctrl-C stops all
 	$(PY) -m services.lab
 
 bench-upstream: venv ## prove the mock upstream is never the bottleneck (one core, 2,000 req/s)
 	$(PY) -m services.upstream.bench
 
 compare: venv ## same load on each variant: report.md, results.json, charts in results/<time>/ (needs `make lab`)
-	$(PY) -m loadtest.compare --scenarios $(SCENARIOS) --variants $(VARIANTS) --users $(USERS) \
+	$(PY) -m loadtest.compare --scenarios $(SCENARIOS) $(if $(VARIANTS),--variants $(VARIANTS)) --users $(USERS) \
 		$(if $(SPAWN_RATE),--spawn-rate $(SPAWN_RATE)) --duration $(DURATION) --warmup $(WARMUP) \
 		--delay-ms $(DELAY_MS) --work $(WORK) $(if $(TARGETS),--targets $(TARGETS)) --out $(OUT)
 
 capacity: venv ## step users up until p95 > SLO_MS: the knee per variant, in results/<time>-capacity/
-	$(PY) -m loadtest.capacity --scenarios $(SCENARIOS) --variants $(VARIANTS) \
+	$(PY) -m loadtest.capacity --scenarios $(SCENARIOS) $(if $(VARIANTS),--variants $(VARIANTS)) \
 		--slo-ms $(SLO_MS) --max-users $(MAX_USERS) --step-duration $(STEP_DURATION) \
 		--delay-ms $(DELAY_MS) --work $(WORK) $(if $(TARGETS),--targets $(TARGETS)) --out $(OUT)
 
@@ -96,8 +98,8 @@ urls: ## print every URL of the lab
 	@echo ""
 	@echo "FastAPI concurrency lab:"
 	@echo "  Locust web UI   http://localhost:8089   (pick a variant and a scenario, press start)"
-	@for v in sync:8001 async:8002 offload:8003 blocking:8004; do \
-		printf '  api-%-10s  http://localhost:%s/docs   http://localhost:%s/runtime\n' $${v%:*} $${v#*:} $${v#*:}; done
+	@$(PYTHON) -m services.registry | while read -r name port; do \
+		printf '  api-%-10s  http://localhost:%s/docs   http://localhost:%s/runtime\n' $$name $$port $$port; done
 	@echo "  upstream        http://localhost:8080/todos/1"
 	@echo ""
 

@@ -31,6 +31,15 @@ def test_compose_file_matches_the_compose_spec() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_one_api_service_per_registry_variant_and_locust_waits_for_each() -> None:
+    services = _compose()["services"]
+    apis = {name for name in services if name.startswith("api-")}
+    assert apis == {f"api-{v}" for v in VARIANTS}
+    assert set(services["locust"]["depends_on"]) == apis
+    # the dropdown's URLs come from one template, not a second list of variants
+    assert services["locust"]["environment"]["LAB_TARGETS"] == "http://api-{variant}:8000"
+
+
 def test_variants_share_one_image_and_differ_only_by_variant() -> None:
     services = _compose()["services"]
     apis = {v: services[f"api-{v}"] for v in VARIANTS}
