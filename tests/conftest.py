@@ -6,10 +6,12 @@ Everything binds 127.0.0.1 on free ports, so tests never collide with a running 
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Protocol
 
 import pytest
+from fastapi.testclient import TestClient
 
 from services.lab.__main__ import api_process, upstream_process
 from services.lab.netcheck import free_port
@@ -98,3 +100,24 @@ def start_api(database_url: str, upstream_url: str, lab_tmp: Path) -> Iterator[S
             return url
 
         yield start
+
+
+@pytest.fixture
+def app_client(database_url: str, upstream_url: str) -> Iterator[Callable[..., TestClient]]:
+    """Factory: `client = app_client("sync", DB_STATEMENT_TIMEOUT=0.5)` builds the variant's app
+    in this process with its own settings (the session's database and upstream unless given),
+    runs its lifespan, and answers through FastAPI's TestClient: no server to start. For tests
+    about behaviour, not concurrency (those use `start_api`)."""
+    from services.api.app import create_app
+    from services.api.settings import Settings
+
+    with ExitStack() as stack:
+
+        def make(variant: str, /, **overrides: object) -> TestClient:
+            values = {"database_url": database_url, "upstream_url": upstream_url}
+            values.update({name.lower(): value for name, value in overrides.items()})
+            app = create_app(Settings.model_validate({"api_variant": variant, **values}))
+            client = TestClient(app, raise_server_exceptions=False)
+            return stack.enter_context(client)
+
+        yield make

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import httpx
+from fastapi.testclient import TestClient
+
+# The `app_client` fixture: variant name and setting overrides -> an in-process client.
+AppClient = Callable[..., TestClient]
 
 
 async def _burst(url: str, n: int, seconds: float) -> tuple[float, list[httpx.Response]]:

@@ -10,6 +10,7 @@ import threading
 import time
 
 import httpx
+import pytest
 
 from tests.helpers import burst
 
@@ -25,9 +26,11 @@ def test_async_serves_n_upstream_calls_in_about_one_delay(start_api) -> None:
     assert elapsed < 3 * DELAY_MS / 1000, elapsed  # ~0.1 s, not N x 0.1 s
 
 
-def test_sync_is_capped_by_threadpool_tokens(start_api) -> None:
+@pytest.mark.parametrize("variant", ["sync", "threaded"])
+def test_sync_drivers_are_capped_by_threadpool_tokens(start_api, variant: str) -> None:
+    """`def` endpoints and `async def` + run_in_threadpool hold a token for each blocking call."""
     tokens = 5
-    url = start_api("sync", THREADPOOL_TOKENS=tokens)
+    url = start_api(variant, THREADPOOL_TOKENS=tokens)
     burst(f"{url}/io/upstream?delay_ms=1", tokens)
     elapsed, responses = burst(f"{url}/io/upstream?delay_ms={DELAY_MS}", N)
     assert all(r.status_code == 200 for r in responses)
@@ -50,12 +53,14 @@ def _lag_under_load(url: str) -> tuple[float, dict]:
     return runtime["loop_lag_max_ms"], runtime
 
 
-def test_runtime_shows_loop_lag_on_blocking_not_on_async(start_api) -> None:
+def test_runtime_shows_loop_lag_on_blocking_not_on_async_or_threaded(start_api) -> None:
     blocking_lag, _ = _lag_under_load(start_api("blocking"))
     async_lag, _ = _lag_under_load(start_api("async"))
+    threaded_lag, _ = _lag_under_load(start_api("threaded"))  # same drivers, off the loop
     assert blocking_lag >= 0.8 * DELAY_MS, blocking_lag  # the loop froze for whole calls
     assert async_lag < DELAY_MS / 2, async_lag
-    assert blocking_lag > 3 * async_lag
+    assert threaded_lag < DELAY_MS / 2, threaded_lag
+    assert blocking_lag > 3 * max(async_lag, threaded_lag)
 
 
 def test_runtime_and_metrics_show_threadpool_in_use_during_sync_load(start_api) -> None:

@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import burst
+from services.registry import NAMES as VARIANTS
+from tests.helpers import AppClient, burst
 
 BAD_REQUESTS = [
     ("/io/db?delay_ms=abc", "delay_ms"),
@@ -28,56 +29,75 @@ BAD_REQUESTS = [
 ]
 
 
-@pytest.mark.parametrize(("path", "param"), BAD_REQUESTS)
-def test_bad_parameters_are_422_naming_the_parameter(
-    lab_apis: dict[str, str], path: str, param: str
-) -> None:
-    for url in lab_apis.values():
-        r = httpx.get(url + path)
-        assert r.status_code == 422
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_bad_parameters_are_422_naming_the_parameter(app_client: AppClient, variant: str) -> None:
+    client = app_client(variant)
+    for path, param in BAD_REQUESTS:
+        r = client.get(path)
+        assert r.status_code == 422, (path, r.text)
         assert r.json()["detail"][0]["loc"][-1] == param
 
 
-@pytest.mark.parametrize(
-    "body", [{"item_id": 1}, {"item_id": 1, "quantity": 0}, {"item_id": "x", "quantity": 1}, []]
-)
-def test_bad_order_bodies_are_422(lab_apis: dict[str, str], body: object) -> None:
-    for url in lab_apis.values():
-        r = httpx.post(f"{url}/orders", json=body)
-        assert r.status_code == 422, r.text
-
-
-def test_unknown_item_is_404_with_json(lab_apis: dict[str, str]) -> None:
-    for url in lab_apis.values():
-        r = httpx.get(f"{url}/items/123456789")
-        assert r.status_code == 404
-        assert r.json() == {"error": "not found", "detail": "item 123456789 does not exist"}
-
-
-VARIANTS = ["sync", "async", "offload", "blocking"]
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_bad_order_bodies_are_422(app_client: AppClient, variant: str) -> None:
+    client = app_client(variant)
+    for body in (
+        {"item_id": 1},
+        {"item_id": 1, "quantity": 0},
+        {"item_id": "x", "quantity": 1},
+        [],
+    ):
+        r = client.post("/orders", json=body)
+        assert r.status_code == 422, (body, r.text)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_database_down_is_503_not_a_hang(start_api, variant: str) -> None:
+def test_unknown_item_is_404_with_json(app_client: AppClient, variant: str) -> None:
+    r = app_client(variant).get("/items/123456789")
+    assert r.status_code == 404
+    assert r.json() == {"error": "not found", "detail": "item 123456789 does not exist"}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_bounds_and_defaults_are_the_settings_in_force(app_client: AppClient, variant: str) -> None:
+    """Built from this app's settings, not frozen at import: the OpenAPI document shows them and
+    the validation enforces them."""
+    client = app_client(variant, MAX_WORK=50, DEFAULT_WORK=3, MAX_DELAY_MS=400, DEFAULT_DELAY_MS=7)
+    spec = client.get("/openapi.json").json()
+    work = next(p for p in spec["paths"]["/cpu"]["get"]["parameters"] if p["name"] == "work")
+    assert (work["schema"]["maximum"], work["schema"]["default"]) == (50, 3)
+    assert client.get("/cpu?work=51").status_code == 422
+    assert client.get("/cpu").json()["work"] == 3
+    assert client.get("/io/db?delay_ms=401").status_code == 422
+    assert client.get("/io/upstream").json()["delay_ms"] == 7
+    # a second app in the same process keeps its own (the defaults)
+    other = app_client(variant).get("/openapi.json").json()
+    delay = next(
+        p for p in other["paths"]["/io/db"]["get"]["parameters"] if p["name"] == "delay_ms"
+    )
+    assert (delay["schema"]["maximum"], delay["schema"]["default"]) == (10_000, 100)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_database_down_is_503_not_a_hang(app_client: AppClient, variant: str) -> None:
     # Nothing listens on port 1: every connection attempt is refused at once.
-    url = start_api(variant, DATABASE_URL="postgresql://postgres@127.0.0.1:1/postgres")
+    client = app_client(variant, DATABASE_URL="postgresql://postgres@127.0.0.1:1/postgres")
     for path in ("/items/1", "/io/db?delay_ms=10", "/mixed"):
         start = time.perf_counter()
-        r = httpx.get(url + path, timeout=10)
+        r = client.get(path)
         assert r.status_code == 503, r.text
         assert r.json()["error"] == "database unavailable"
         assert time.perf_counter() - start < 5
-    ready = httpx.get(f"{url}/readyz", timeout=10)
+    ready = client.get("/readyz")
     assert ready.status_code == 503
     assert ready.json()["checks"]["upstream"] == "ok"
     assert ready.json()["checks"]["database"] != "ok"
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_upstream_5xx_is_502(start_api, start_upstream, variant: str) -> None:
+def test_upstream_5xx_is_502(app_client: AppClient, start_upstream, variant: str) -> None:
     upstream = start_upstream(MOCK_ERROR_RATE=1.0)
-    url = start_api(variant, UPSTREAM_URL=upstream)
-    r = httpx.get(f"{url}/io/upstream?delay_ms=1")
+    r = app_client(variant, UPSTREAM_URL=upstream).get("/io/upstream?delay_ms=1")
     assert r.status_code == 502
     assert r.json() == {"error": "upstream error", "detail": "upstream answered 503"}
 
@@ -86,14 +106,14 @@ def test_upstream_5xx_is_502(start_api, start_upstream, variant: str) -> None:
     ("variant", "transport"), [(v, "aiohttp") for v in VARIANTS] + [("async", "httpcore")]
 )
 def test_upstream_hang_is_504_within_the_timeout(
-    start_api, start_upstream, variant: str, transport: str
+    app_client: AppClient, start_upstream, variant: str, transport: str
 ) -> None:
     upstream = start_upstream(MOCK_HANG_RATE=1.0)
-    url = start_api(
+    client = app_client(
         variant, UPSTREAM_URL=upstream, UPSTREAM_TIMEOUT=0.5, UPSTREAM_TRANSPORT=transport
     )
     start = time.perf_counter()
-    r = httpx.get(f"{url}/io/upstream?delay_ms=1", timeout=10)
+    r = client.get("/io/upstream?delay_ms=1")
     elapsed = time.perf_counter() - start
     assert r.status_code == 504
     assert r.json()["error"] == "upstream timeout"
@@ -101,14 +121,14 @@ def test_upstream_hang_is_504_within_the_timeout(
 
 
 @pytest.mark.parametrize("transport", ["aiohttp", "httpcore"])
-def test_upstream_unreachable_is_502(start_api, transport: str) -> None:
-    url = start_api("async", UPSTREAM_URL="http://127.0.0.1:1", UPSTREAM_TRANSPORT=transport)
-    r = httpx.get(f"{url}/io/upstream")
+def test_upstream_unreachable_is_502(app_client: AppClient, transport: str) -> None:
+    client = app_client("async", UPSTREAM_URL="http://127.0.0.1:1", UPSTREAM_TRANSPORT=transport)
+    r = client.get("/io/upstream")
     assert r.status_code == 502 and r.json()["error"] == "upstream error"
-    assert httpx.get(f"{url}/readyz").status_code == 503
+    assert client.get("/readyz").status_code == 503
 
 
-@pytest.mark.parametrize("variant", ["sync", "async", "offload"])
+@pytest.mark.parametrize("variant", ["sync", "async", "offload", "threaded"])
 def test_pool_exhausted_is_503_after_the_acquire_timeout(start_api, variant: str) -> None:
     # One connection, held 1.5 s by the first query; the others give up after 0.3 s.
     # (Not `blocking`: it serves one request at a time, so its pool is never contended.)
@@ -145,52 +165,53 @@ def test_asyncio_loop_is_selectable(start_api) -> None:
     assert httpx.get(f"{url}/runtime").json()["loop"] == "asyncio"
 
 
-@pytest.mark.parametrize("note", ["nul \u0000 inside", "lone \ud800 surrogate"])
-def test_unstorable_note_is_422_not_500(lab_apis: dict[str, str], note: str) -> None:
-    body = json.dumps({"item_id": 1, "quantity": 1, "note": note})  # JSON escapes both
-    for url in lab_apis.values():
-        r = httpx.post(f"{url}/orders", content=body, headers={"content-type": "application/json"})
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_unstorable_note_is_422_not_500(app_client: AppClient, variant: str) -> None:
+    client = app_client(variant)
+    for note in ("nul \u0000 inside", "lone \ud800 surrogate"):
+        body = json.dumps({"item_id": 1, "quantity": 1, "note": note})  # JSON escapes both
+        r = client.post("/orders", content=body, headers={"content-type": "application/json"})
         assert r.status_code == 422, r.text
         assert r.json()["detail"][0]["loc"] == ["body", "note"]
 
 
-def test_unknown_item_in_order_is_422_naming_item_id(lab_apis: dict[str, str]) -> None:
-    for url in lab_apis.values():
-        r = httpx.post(f"{url}/orders", json={"item_id": 500_000, "quantity": 1})
-        assert r.status_code == 422
-        assert r.json()["detail"][0]["loc"] == ["body", "item_id"]
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_unknown_item_in_order_is_422_naming_item_id(app_client: AppClient, variant: str) -> None:
+    r = app_client(variant).post("/orders", json={"item_id": 500_000, "quantity": 1})
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["loc"] == ["body", "item_id"]
 
 
-def test_unknown_route_and_method_answer_json(lab_apis: dict[str, str]) -> None:
-    url = lab_apis["async"]
-    assert httpx.get(f"{url}/nope").json() == {"error": "not found", "detail": "Not Found"}
-    r = httpx.delete(f"{url}/items/1")
+def test_unknown_route_and_method_answer_json(app_client: AppClient) -> None:
+    client = app_client("async")
+    assert client.get("/nope").json() == {"error": "not found", "detail": "Not Found"}
+    r = client.delete("/items/1")
     assert r.status_code == 405 and r.json()["error"] == "http error"
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_statement_timeout_is_504(start_api, variant: str) -> None:
-    url = start_api(variant, DB_STATEMENT_TIMEOUT=0.5)
+def test_statement_timeout_is_504(app_client: AppClient, variant: str) -> None:
+    client = app_client(variant, DB_STATEMENT_TIMEOUT=0.5)
     start = time.perf_counter()
-    r = httpx.get(f"{url}/io/db?delay_ms=3000", timeout=10)
+    r = client.get("/io/db?delay_ms=3000")
     assert r.status_code == 504, r.text
     assert r.json()["error"] == "database timeout"
     assert time.perf_counter() - start < 2.5
-    assert httpx.get(f"{url}/items/1").status_code == 200  # the connection is still good
+    assert client.get("/items/1").status_code == 200  # the connection is still good
 
 
 @pytest.mark.parametrize("variant", ["sync", "async"])
-def test_database_that_never_answers_is_503_not_a_hang(start_api, variant: str) -> None:
+def test_database_that_never_answers_is_503_not_a_hang(app_client: AppClient, variant: str) -> None:
     # A socket that accepts connections (kernel backlog) but never speaks PostgreSQL.
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(64)
         port = silent.getsockname()[1]
-        url = start_api(
+        client = app_client(
             variant, DATABASE_URL=f"postgresql://x@127.0.0.1:{port}/x", DB_CONNECT_TIMEOUT=1
         )
         start = time.perf_counter()
-        r = httpx.get(f"{url}/items/1", timeout=20)
+        r = client.get("/items/1")
         assert r.status_code == 503
         assert r.json()["error"] == "database unavailable"  # not "pool exhausted"
         assert time.perf_counter() - start < 5
@@ -212,7 +233,7 @@ def test_reads_survive_the_server_closing_pooled_connections(
     """A PostgreSQL restart (or an idle timeout) closes every pooled connection: reads go on."""
     import psycopg2
 
-    url = start_api(variant, DB_POOL_MIN=4)
+    url = start_api(variant, DB_POOL_MIN=4)  # a server of its own: its sessions, nobody else's
     burst(f"{url}/io/db?delay_ms=50", 4)  # four connections in the pool
     pid = httpx.get(f"{url}/runtime").json()["pid"]
     with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
