@@ -52,11 +52,13 @@ class Settings(BaseModel):
     )
 
     upstream_transport: Literal["aiohttp", "httpcore"] = Field(
-        "aiohttp", description="async variants: transport under httpx.AsyncClient (see README)"
+        "aiohttp", description="async variants: transport under httpx.AsyncClient (see below)"
     )
 
     threadpool_tokens: int = Field(
-        40, ge=1, description="AnyIO thread limiter size: concurrent `def` endpoints per process"
+        40,
+        ge=1,
+        description="AnyIO thread limiter: sync calls at once per process (def, run_in_threadpool)",
     )
     cpu_executor: Literal["process", "thread"] = Field(
         "process", description="offload variant: where CPU work runs"
@@ -111,7 +113,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
 
 
 def markdown_table() -> str:
-    """The knobs table of README.md (a test keeps the two in step)."""
+    """The knobs table of docs/settings.md (a test keeps the two in step)."""
     rows = ["| variable | default | what it does |", "|---|---|---|"]
     for name, field in Settings.model_fields.items():
         default = field.default
