@@ -148,3 +148,24 @@ def _samples(text: str, name: str, label: str = "") -> list[float]:
         for line in text.splitlines()
         if line.startswith(name) and label in line
     ]
+
+
+def test_runtime_shows_where_the_cpu_goes(start_api) -> None:
+    """CPU work inline shows as the API process's CPU; offloaded, as its workers' (children)."""
+    seen: dict[str, dict] = {}
+    for variant in ("async", "offload"):
+        url = start_api(variant, CPU_EXECUTOR="process", CPU_WORKERS=2)
+        timer = threading.Timer(
+            1.2, lambda u=url, v=variant: seen.__setitem__(v, httpx.get(f"{u}/runtime").json())
+        )
+        timer.start()
+        burst(f"{url}/cpu?work=400&kind=python", 4)  # ~1.6 s of CPU (async), ~0.8 s (offload)
+        timer.join()
+    api, offload = seen["async"]["process"], seen["offload"]["process"]
+    assert api["cpu_pct"] > 50, api  # the loop itself is busy
+    # two workers (and multiprocessing's resource tracker)
+    assert offload["children"] >= 2 and offload["children_cpu_pct"] > 50, offload
+    assert offload["cpu_pct"] < offload["children_cpu_pct"], offload
+    assert api["rss_mb"] > 10 and api["threads"] >= 1, api
+    metrics = httpx.get(f"{url}/metrics").text
+    assert _samples(metrics, "lab_process_resident_bytes", 'process="api"')[0] > 10 * 2**20

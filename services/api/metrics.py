@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -29,6 +28,8 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .process import ProcessSampler
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 3, 5, 10, 20, 30, 60)
 
@@ -56,6 +57,14 @@ DB_POOL = Gauge(
     "lab_db_pool_connections", "Database pool: size, in_use, waiting, max", ["state"],
     multiprocess_mode="livesum",
 )  # fmt: skip
+PROCESS_CPU = Gauge(
+    "lab_process_cpu_percent", "CPU of the API process over the last second, % of one core",
+    ["process"], multiprocess_mode="livesum",
+)  # fmt: skip
+PROCESS_RSS = Gauge(
+    "lab_process_resident_bytes", "Resident memory", ["process"], multiprocess_mode="livesum"
+)
+PROCESS_THREADS = Gauge("lab_process_threads", "OS threads", multiprocess_mode="livesum")
 EXECUTOR_QUEUE = Gauge(
     "lab_cpu_executor_queue_depth", "CPU jobs waiting for an executor worker",
     multiprocess_mode="livesum",
@@ -73,6 +82,7 @@ class Live:
     lag_s: float = 0.0
     lag_samples: deque[tuple[float, float]] = field(default_factory=deque)
     started: float = field(default_factory=time.time)
+    process: ProcessSampler = field(default_factory=ProcessSampler)
 
     def record_lag(self, lag: float) -> None:
         now = time.monotonic()
@@ -123,7 +133,14 @@ def threadpool_stats() -> dict[str, int]:
     return {"borrowed": int(limiter.borrowed_tokens), "total": int(limiter.total_tokens)}
 
 
-def _refresh_gauges(pools: dict[str, Any]) -> None:
+def _refresh_gauges(live: Live, pools: dict[str, Any]) -> None:
+    live.process.sample()
+    usage = live.process.usage()
+    PROCESS_CPU.labels("api").set(usage.cpu_pct)
+    PROCESS_CPU.labels("children").set(usage.children_cpu_pct)
+    PROCESS_RSS.labels("api").set(usage.rss_bytes)
+    PROCESS_RSS.labels("children").set(usage.children_rss_bytes)
+    PROCESS_THREADS.set(usage.threads)
     threads = threadpool_stats()
     THREADS_BORROWED.set(threads["borrowed"])
     THREADS_TOTAL.set(threads["total"])
@@ -151,7 +168,7 @@ async def lag_probe(
             LOOP_LAG.set(lag)
             LOOP_LAG_SAMPLES.observe(lag)
             try:
-                _refresh_gauges(extra())
+                _refresh_gauges(live, extra())
             except Exception:  # a metrics bug must not stop the lag probe (it would look frozen)
                 log.exception("refreshing gauges failed")
 
@@ -164,8 +181,9 @@ async def lag_probe(
             await task
 
 
-def prometheus_text() -> tuple[bytes, str]:
-    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+def prometheus_text(multiprocess: bool) -> tuple[bytes, str]:
+    """Under gunicorn (multiprocess), every worker's samples merged; else this process's."""
+    if multiprocess:
         registry = CollectorRegistry()
         MultiProcessCollector(registry)
         return generate_latest(registry), CONTENT_TYPE_LATEST

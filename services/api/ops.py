@@ -78,7 +78,7 @@ def ops_router(s: Settings, live: Live, description: str) -> APIRouter:
 
     @router.get("/metrics", response_class=Response)
     async def metrics() -> Response:
-        body, content_type = prometheus_text()
+        body, content_type = prometheus_text(multiprocess=s.prometheus_multiproc_dir is not None)
         return Response(body, media_type=content_type)
 
     @router.get("/runtime")
@@ -97,6 +97,7 @@ def ops_router(s: Settings, live: Live, description: str) -> APIRouter:
             "loop_lag_max_ms": round(live.lag_max_s() * 1000, 1),
             "loop_lag_window_s": LAG_WINDOW_S,
             "threadpool": threadpool_stats(),
+            "process": live.process.usage().as_dict(),
             **pool_stats(request.app),
             "settings": s.public(),
             # What a load generator needs to predict ceilings, without importing this package.

@@ -1,9 +1,21 @@
-"""This process's share of the machine: the CPUs it may use."""
+"""This process's share of the machine: the CPUs it may use, and what it uses of them.
+
+CPU % is "% of one core", as top shows it: 100 means one core busy all the time, which is all an
+event loop (or a GIL-bound threadpool) can use. Children are the offload variant's CPU workers.
+"""
 
 from __future__ import annotations
 
 import os
+import time
+from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
+
+WINDOW_S = 1.0  # CPU % is measured over about the last second
+MIN_INTERVAL_S = 0.25  # sampled at most this often (/proc reads; cheap, but not per request)
 
 
 def available_cpus() -> float:
@@ -17,3 +29,66 @@ def available_cpus() -> float:
     except (OSError, ValueError):
         pass
     return cpus
+
+
+@dataclass(frozen=True)
+class Usage:
+    cpu_pct: float  # this process, % of one core over the last ~second
+    children_cpu_pct: float  # its child processes together (offload's CPU workers)
+    rss_bytes: int
+    children_rss_bytes: int
+    threads: int
+    children: int
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {
+            "cpu_pct": round(self.cpu_pct, 1),
+            "children_cpu_pct": round(self.children_cpu_pct, 1),
+            "rss_mb": round(self.rss_bytes / 2**20, 1),
+            "children_rss_mb": round(self.children_rss_bytes / 2**20, 1),
+            "threads": self.threads,
+            "children": self.children,
+        }
+
+
+class ProcessSampler:
+    """Samples CPU time, memory and threads; `usage()` answers from the samples, never blocks."""
+
+    def __init__(self) -> None:
+        self.proc = psutil.Process()
+        # (monotonic time, own CPU seconds, children's CPU seconds keyed by pid)
+        self._samples: deque[tuple[float, float, dict[int, float]]] = deque()
+        self._usage = Usage(0.0, 0.0, 0, 0, 0, 0)
+
+    def sample(self) -> None:
+        now = time.monotonic()
+        if self._samples and now - self._samples[-1][0] < MIN_INTERVAL_S:
+            return
+        with self.proc.oneshot():
+            own = self.proc.cpu_times()
+            rss, threads = self.proc.memory_info().rss, self.proc.num_threads()
+        children: dict[int, float] = {}
+        children_rss = 0
+        for child in self.proc.children(recursive=True):
+            try:
+                with child.oneshot():
+                    t = child.cpu_times()
+                    children[child.pid] = t.user + t.system
+                    children_rss += child.memory_info().rss
+            except psutil.Error:  # gone between listing and reading
+                continue
+        self._samples.append((now, own.user + own.system, children))
+        while len(self._samples) > 2 and self._samples[1][0] <= now - WINDOW_S:
+            self._samples.popleft()
+        first = self._samples[0]
+        span = now - first[0]
+        cpu = children_cpu = 0.0
+        if span > 0:
+            cpu = 100 * (own.user + own.system - first[1]) / span
+            # only children present at both ends: a replaced worker must not count negative
+            spent = sum(t - first[2][pid] for pid, t in children.items() if pid in first[2])
+            children_cpu = 100 * max(0.0, spent) / span
+        self._usage = Usage(cpu, children_cpu, rss, children_rss, threads, len(children))
+
+    def usage(self) -> Usage:
+        return self._usage

@@ -73,6 +73,9 @@ class Settings(BaseModel):
     loop_lag_interval: float = Field(
         0.05, gt=0, description="seconds between event-loop lag probes (and metric refreshes)"
     )
+    prometheus_multiproc_dir: str | None = Field(
+        None, description="set by gunicorn.conf.py for its workers (merged /metrics); not by hand"
+    )
 
     @field_validator("api_variant")
     @classmethod
@@ -117,8 +120,9 @@ def markdown_table() -> str:
     rows = ["| variable | default | what it does |", "|---|---|---|"]
     for name, field in Settings.model_fields.items():
         default = field.default
-        shown = str(default).lower() if isinstance(default, bool) else str(default)
-        rows.append(f"| `{name.upper()}` | `{shown}` | {field.description} |")
+        text = str(default).lower() if isinstance(default, bool) else str(default)
+        shown = "(unset)" if default is None else f"`{text}`"
+        rows.append(f"| `{name.upper()}` | {shown} | {field.description} |")
     return "\n".join(rows)
 
 
