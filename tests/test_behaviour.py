@@ -162,10 +162,11 @@ def test_runtime_shows_where_the_cpu_goes(start_api) -> None:
         burst(f"{url}/cpu?work=400&kind=python", 4)  # ~1.6 s of CPU (async), ~0.8 s (offload)
         timer.join()
     api, offload = seen["async"]["process"], seen["offload"]["process"]
-    assert api["cpu_pct"] > 50, api  # the loop itself is busy
-    # two workers (and multiprocessing's resource tracker)
-    assert offload["children"] >= 2 and offload["children_cpu_pct"] > 50, offload
-    assert offload["cpu_pct"] < offload["children_cpu_pct"], offload
+    # Ratios, not levels: with other work on the 2 cores every process gets less of a core.
+    assert api["cpu_pct"] > 3 * offload["cpu_pct"], (api, offload)  # the loop itself was busy
+    # offload: two workers (and multiprocessing's resource tracker) did the work
+    assert offload["children"] >= 2, offload
+    assert offload["children_cpu_pct"] > 3 * offload["cpu_pct"], offload
     assert api["rss_mb"] > 10 and api["threads"] >= 1, api
     metrics = httpx.get(f"{url}/metrics").text
     assert _samples(metrics, "lab_process_resident_bytes", 'process="api"')[0] > 10 * 2**20

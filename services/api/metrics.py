@@ -134,7 +134,6 @@ def threadpool_stats() -> dict[str, int]:
 
 
 def _refresh_gauges(live: Live, pools: dict[str, Any]) -> None:
-    live.process.sample()
     usage = live.process.usage()
     PROCESS_CPU.labels("api").set(usage.cpu_pct)
     PROCESS_CPU.labels("children").set(usage.children_cpu_pct)

@@ -52,7 +52,7 @@ class Usage:
 
 
 class ProcessSampler:
-    """Samples CPU time, memory and threads; `usage()` answers from the samples, never blocks."""
+    """Samples CPU time, memory and threads (a few /proc reads) for /runtime and /metrics."""
 
     def __init__(self) -> None:
         self.proc = psutil.Process()
@@ -91,4 +91,7 @@ class ProcessSampler:
         self._usage = Usage(cpu, children_cpu, rss, children_rss, threads, len(children))
 
     def usage(self) -> Usage:
+        # Sampled here too: a blocked loop also stops the lag probe that samples, and /runtime
+        # may run before the probe's next tick; sample() itself keeps to MIN_INTERVAL_S.
+        self.sample()
         return self._usage
