@@ -80,6 +80,7 @@ class Live:
 
     in_flight: int = 0
     lag_s: float = 0.0
+    probe_due: float = 0.0  # loop.time() at which the lag probe should wake next
     lag_samples: deque[tuple[float, float]] = field(default_factory=deque)
     started: float = field(default_factory=time.time)
     process: ProcessSampler = field(default_factory=ProcessSampler)
@@ -93,6 +94,11 @@ class Live:
 
     def lag_max_s(self) -> float:
         return max((lag for _, lag in self.lag_samples), default=0.0)
+
+    def lag_now_s(self, loop_time: float) -> float:
+        """The last probe's lateness, or how overdue the probe is now if that is more: a loop
+        busy with a queue of blocking requests may answer /runtime before the probe's turn."""
+        return max(self.lag_s, loop_time - self.probe_due)
 
 
 class MetricsMiddleware:
@@ -161,6 +167,7 @@ async def lag_probe(
         loop = asyncio.get_running_loop()
         while True:
             before = loop.time()
+            live.probe_due = before + interval
             await asyncio.sleep(interval)
             lag = max(0.0, loop.time() - before - interval)
             live.record_lag(lag)

@@ -93,7 +93,7 @@ def ops_router(s: Settings, live: Live, description: str) -> APIRouter:
             "loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
             "uptime_s": round(time.time() - live.started, 1),
             "in_flight": live.in_flight,
-            "loop_lag_ms": round(live.lag_s * 1000, 1),
+            "loop_lag_ms": round(live.lag_now_s(asyncio.get_running_loop().time()) * 1000, 1),
             "loop_lag_max_ms": round(live.lag_max_s() * 1000, 1),
             "loop_lag_window_s": LAG_WINDOW_S,
             "threadpool": threadpool_stats(),

@@ -1,0 +1,55 @@
+"""The bottleneck verdict, over /runtime answers recorded under known loads
+(tests/data/runtime_samples.json; rerun tests/data/record_runtime.py to record them again)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loadtest.analysis.verdict import decide
+
+SAMPLES: dict[str, dict[str, Any]] = json.loads(
+    (Path(__file__).parent / "data" / "runtime_samples.json").read_text()
+)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_recorded_loads_get_the_expected_verdict(name: str) -> None:
+    sample = SAMPLES[name]
+    verdict = decide(
+        sample["runtime"], generator_cpu_pct=20.0, poll_timeout_s=sample["poll_timeout_s"]
+    )
+    assert verdict.kind == sample["expected"], verdict.line
+
+
+def test_threadpool_line_says_tokens_and_queue() -> None:
+    line = decide(SAMPLES["sync-upstream-200"]["runtime"]).line
+    assert line.startswith("threadpool: 40/40 tokens busy, ")
+    waiting = int(line.split(", ")[1].split()[0])
+    assert 100 <= waiting <= 160, line  # 200 users, 40 served: the rest wait for a token
+
+
+def test_cpu_on_the_loop_names_the_lag_too() -> None:
+    line = decide(SAMPLES["async-cpu-10"]["runtime"]).line
+    assert line.startswith("API CPU: ") and "on the event loop (lag " in line, line
+
+
+def test_a_cpu_bound_load_generator_overrides_everything() -> None:
+    verdict = decide(SAMPLES["sync-upstream-200"]["runtime"], generator_cpu_pct=97.0)
+    assert verdict.kind == "generator" and "97 %" in verdict.line
+
+
+def test_no_answer_without_a_timeout_is_not_called_a_blocked_loop() -> None:
+    assert decide(None).kind == "unknown"
+    assert decide(None, poll_timeout_s=2.5).kind == "loop"
+
+
+def test_idle_server_is_below_capacity() -> None:
+    idle = {
+        "loop_lag_ms": 0.0, "in_flight": 1, "threadpool": {"borrowed": 0, "total": 40},
+        "db_pool": {"waiting": 0, "in_use": 0, "max": 20}, "process": {"cpu_pct": 1.0},
+    }  # fmt: skip
+    assert decide(idle).line == "none: below capacity (0 in flight, CPU 1 %)"
