@@ -1,12 +1,14 @@
-"""report.md for compare and capacity results: small tables a person reads, from results.json's
-own data (so the two never disagree)."""
+"""Render report.md for compare and capacity results: small tables a person reads, from
+results.json's own data (so the two never disagree)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from loadtest.machine import one_line
-from loadtest.scenarios import SCENARIOS
+from loadtest.analysis.machine import one_line
+from loadtest.analysis.records import RunRecord
+from loadtest.generator.scenarios import SCENARIOS
+from services.registry import VARIANTS
 
 
 def fmt_rps(value: float | None) -> str:
@@ -43,15 +45,16 @@ def header(title: str, results: dict[str, Any]) -> list[str]:
 
 
 def _settings_line(variant: str, target: dict[str, Any]) -> str:
-    """Only the settings that bound this variant: tokens mean nothing to async, etc."""
-    s = target["settings"]
+    """Only the settings that bound this variant (its registry traits): tokens mean nothing
+    to async, a pool nothing to a variant that blocks its loop, etc."""
+    s, v = target["settings"], VARIANTS[variant]
     processes = s.get("api_workers") if s.get("api_server") == "gunicorn" else 1
     parts = [f"{s.get('api_server')} x {processes} process(es)"]
-    if variant == "sync":
+    if "threadpool" in (v.io, v.cpu):
         parts.append(f"{s.get('threadpool_tokens')} threadpool tokens")
-    if variant != "blocking":
+    if v.io != "blocks-loop":
         parts.append(f"DB pool {s.get('db_pool_max')}")
-    if variant == "offload":
+    if v.cpu == "executor":
         parts.append(f"{s.get('cpu_executor')} executor x {s.get('cpu_workers')}")
     return f"  - `{variant}` {target['url']}: " + ", ".join(parts)
 
@@ -63,7 +66,7 @@ COMPARE_COLUMNS = (
 )
 
 
-def compare_row(run: dict[str, Any]) -> str:
+def compare_row(run: RunRecord) -> str:
     st, peaks, cpu = run["stats"], run["server_peaks"], run["generator_cpu"]
     cells = [
         f"`{run['variant']}`",
@@ -100,10 +103,8 @@ def compare_markdown(results: dict[str, Any]) -> str:
     ]
     for scenario in scenarios:
         runs = [r for r in results["runs"] if r["scenario"] == scenario]
-        path = SCENARIOS[scenario].path.format(
-            delay_ms=o["delay_ms"], work=o["work"], item_id="{item_id}"
-        )
-        lines += ["", f"## {scenario}: `{SCENARIOS[scenario].method} {path}`", ""]
+        s = SCENARIOS[scenario]
+        lines += ["", f"## {scenario}: `{s.method} {s.shown(o)}`", ""]
         lines += [*COMPARE_COLUMNS, *(compare_row(r) for r in runs), ""]
         lines += [f"- `{r['variant']}` ceiling: {r['ceiling']['why']}" for r in runs]
         lines += [""]
