@@ -2,8 +2,7 @@
 
 Kept at this path because launchers name it (locust.conf, `make lab`, compose, the locust image).
 Locust picks user classes from this module's names, so the generated classes are added here:
-ItemsUser, DbUser, UpstreamUser, CpuPythonUser, CpuNativeUser, MixedUser, WriteUser (one per
-scenario of loadtest/generator/scenarios.py).
+one per scenario of loadtest/generator/scenarios.py, named there (ItemsUser, UpstreamUser, ...).
 """
 
 from loadtest.generator.users import USER_CLASSES

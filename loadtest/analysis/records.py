@@ -6,7 +6,9 @@ from results.json's data, so the types describe the file as much as the code.
 
 from __future__ import annotations
 
-from typing import NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict
+
+from loadtest.analysis.machine import Machine
 
 
 class Stats(TypedDict):
@@ -134,3 +136,36 @@ class SearchRecord(TypedDict):
     max_rps: float | None
     knee_p95_ms: float | None
     ceiling_at_knee: CeilingRecord | None
+
+
+class TargetInfo(TypedDict):
+    """A target as results.json records it."""
+
+    url: str
+    settings: dict[str, Any]  # its /runtime "settings", as the API sent them
+    runtime: NotRequired[dict[str, Any]]  # compare: the whole /runtime answer
+    cpu_unit_ms: NotRequired[dict[str, float]]  # compare: measured per CPU kind
+
+
+class Results(TypedDict):
+    """What compare and capacity both write to results.json (and report.md is made from)."""
+
+    kind: str
+    command: str
+    started: str  # ISO time
+    wall_s: float
+    machine: Machine
+    versions: dict[str, str]
+    options: dict[str, Any]  # the command's options, by the names results.json has always used
+    targets: dict[str, TargetInfo]
+
+
+class CompareResults(Results):
+    load_avg_1m_at_end: float
+    runs: list[RunRecord]
+    charts: dict[str, dict[str, str]]  # scenario -> chart title -> file
+
+
+class CapacityResults(Results):
+    searches: list[SearchRecord]
+    charts: dict[str, str]  # scenario -> file

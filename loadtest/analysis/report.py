@@ -3,10 +3,14 @@ results.json's own data (so the two never disagree)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from loadtest.analysis.machine import one_line
-from loadtest.analysis.records import RunRecord
+from loadtest.analysis.records import (
+    CapacityResults,
+    CompareResults,
+    Results,
+    RunRecord,
+    TargetInfo,
+)
 from loadtest.generator.scenarios import SCENARIOS
 from services.registry import VARIANTS
 
@@ -29,7 +33,7 @@ def _peak(value: float | int | None) -> str:
     return "-" if value is None else f"{value:g}"
 
 
-def header(title: str, results: dict[str, Any]) -> list[str]:
+def header(title: str, results: Results) -> list[str]:
     mline, vline = one_line(results["machine"], results["versions"])
     return [
         f"# {title}",
@@ -44,7 +48,7 @@ def header(title: str, results: dict[str, Any]) -> list[str]:
     ]
 
 
-def _settings_line(variant: str, target: dict[str, Any]) -> str:
+def _settings_line(variant: str, target: TargetInfo) -> str:
     """Only the settings that bound this variant (its registry traits): tokens mean nothing
     to async, a pool nothing to a variant that blocks its loop, etc."""
     s, v = target["settings"], VARIANTS[variant]
@@ -86,7 +90,7 @@ def compare_row(run: RunRecord) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def compare_markdown(results: dict[str, Any]) -> str:
+def compare_markdown(results: CompareResults) -> str:
     o = results["options"]
     scenarios = list(dict.fromkeys(r["scenario"] for r in results["runs"]))
     lines = header("Compare: " + ", ".join(scenarios), results)
@@ -131,7 +135,7 @@ def compare_markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def capacity_markdown(results: dict[str, Any]) -> str:
+def capacity_markdown(results: CapacityResults) -> str:
     o = results["options"]
     lines = header("Capacity search", results)
     lines += [

@@ -17,12 +17,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from loadtest.analysis import checks
 from loadtest.analysis.machine import machine, versions
 from loadtest.analysis.outputs import Progress, charts_available, new_dir, now_iso, say, write_json
-from loadtest.analysis.records import RunRecord, SearchRecord
+from loadtest.analysis.records import CapacityResults, RunRecord, SearchRecord
 from loadtest.analysis.report import capacity_markdown
 from loadtest.generator.scenarios import SCENARIOS
 from loadtest.generator.targets import load_targets
@@ -163,7 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{found['knee_users']} users; stopped: {found['stop_reason']}"
         )
         searches.append(found)
-    results: dict[str, Any] = {
+    charts = draw_charts(searches, args.slo_ms, out) if charts_available() else {}
+    results: CapacityResults = {
         "kind": "capacity",
         "command": shlex.join(["python", "-m", "loadtest.capacity", *argv]),
         "started": started,
@@ -183,9 +183,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             v: {"url": urls[v], "settings": runtimes[v].get("settings", {})} for v in args.variants
         },
         "searches": searches,
-        "charts": draw_charts(searches, args.slo_ms, out) if charts_available() else {},
+        "charts": charts,
+        "wall_s": round(time.monotonic() - t0, 1),  # last: the whole command, charts included
     }
-    results["wall_s"] = round(time.monotonic() - t0, 1)
     write_json(out / "results.json", results)
     (out / "report.md").write_text(capacity_markdown(results))
     say(f"capacity: done in {results['wall_s']:.0f} s: {out / 'report.md'}")

@@ -14,21 +14,21 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import psutil
 
 from loadtest.analysis import checks
 from loadtest.analysis.machine import machine, versions
 from loadtest.analysis.outputs import Progress, charts_available, new_dir, now_iso, say, write_json
-from loadtest.analysis.records import RunRecord
+from loadtest.analysis.records import CompareResults, RunRecord
 from loadtest.analysis.report import compare_markdown
 from loadtest.generator.scenarios import SCENARIOS
 from loadtest.generator.targets import load_targets
 from loadtest.orchestrate import cli
 from loadtest.orchestrate.measure import Load, TargetError, discover, measure
 
-# Locust start-up and report writing, plus waiting for an idle target, per run (for the ETA).
+# Locust start-up and report writing, plus waiting for an idle target, per run: only a first
+# guess for the ETA, which then follows the runs' real wall time (outputs.Progress).
 _RUN_OVERHEAD_S = 4
 
 
@@ -116,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         st = record["stats"]
         say(f"  {st['requests']} requests, {st['rps'] or 0:.1f} req/s, p95 {st['p95_ms']} ms")
         runs.append(record)
-    results: dict[str, Any] = {
+    results: CompareResults = {
         "kind": "compare",
         "command": shlex.join(["python", "-m", "loadtest.compare", *argv]),
         "started": started,

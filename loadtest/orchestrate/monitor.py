@@ -183,8 +183,9 @@ class CpuSampler(_Poller[CpuSample]):
         )
 
     def during(self, start: float | None, end: float | None) -> list[CpuSample]:
-        """Samples taken while requests ran. Locust's start-up (imports, ~1 s at 100% of a
-        core) is not load generation; psutil's first reading of a process is 0.0 anyway."""
+        """Samples taken while requests ran. Locust's start-up (imports, about a second at 100%
+        of a core: the first cpu_samples of any results.json) is not load generation; psutil's
+        first reading of a process is 0.0 anyway."""
         if start is None or end is None:
             return []
         # a sample covers the interval before it: it must end after the first request
