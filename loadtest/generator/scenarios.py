@@ -13,6 +13,7 @@ import random
 import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 # What a request's ceiling depends on (analysis/littles_law.py turns it into a Demand):
@@ -50,12 +51,12 @@ class Scenario:
     body: Callable[[], dict[str, object]] | None = None  # JSON body, made afresh per request
     expect_status: int | None = None  # any other status is a failure (None: Locust's 2xx/3xx)
 
-    @property
+    @cached_property  # read for every request Locust sends
     def fields(self) -> tuple[str, ...]:
         """The fields the path template names, in order."""
         return tuple(f for _, f, _, _ in string.Formatter().parse(self.path) if f)
 
-    @property
+    @cached_property
     def options(self) -> tuple[str, ...]:
         """The custom arguments its requests use: a headless run passes only these."""
         return tuple(f for f in OPTION_FIELDS if f in self.fields)
