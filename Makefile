@@ -8,8 +8,8 @@ PY     := $(BIN)/python
 # pytest arguments, e.g. `make test PYTEST_ARGS="-k faults -x"`
 PYTEST_ARGS ?=
 # compare and capacity knobs, e.g. `make compare SCENARIOS=upstream,cpu-python USERS=200 DURATION=30s`
-# (VARIANTS empty = every variant of services/registry.py;
-#  TARGETS: variant=url,... like LAB_TARGETS; empty = $$LAB_TARGETS, else the native lab ports)
+# (VARIANTS: empty = every variant of services/registry.py; TARGETS: variant=url,... or one URL
+# with {variant}, like LAB_TARGETS; empty = $$LAB_TARGETS, else the native lab ports)
 SCENARIOS     ?= upstream
 VARIANTS      ?=
 USERS         ?= 200
@@ -61,8 +61,9 @@ bench-upstream: venv ## prove the mock upstream is never the bottleneck (one cor
 	$(PY) -m services.upstream.bench
 
 compare: venv ## same load on each variant: report.md, results.json, charts in results/<time>/ (needs `make lab`)
-	$(PY) -m loadtest.compare --scenarios $(SCENARIOS) $(if $(VARIANTS),--variants $(VARIANTS)) --users $(USERS) \
-		$(if $(SPAWN_RATE),--spawn-rate $(SPAWN_RATE)) --duration $(DURATION) --warmup $(WARMUP) \
+	$(PY) -m loadtest.compare --scenarios $(SCENARIOS) $(if $(VARIANTS),--variants $(VARIANTS)) \
+		--users $(USERS) $(if $(SPAWN_RATE),--spawn-rate $(SPAWN_RATE)) \
+		--duration $(DURATION) --warmup $(WARMUP) \
 		--delay-ms $(DELAY_MS) --work $(WORK) $(if $(TARGETS),--targets $(TARGETS)) --out $(OUT)
 
 capacity: venv ## step users up until p95 > SLO_MS: the knee per variant, in results/<time>-capacity/

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from loadtest.capacity import main, summarize_search, verdict
+from loadtest.capacity import main  # the entry point's path, as `make capacity` runs it
+from loadtest.orchestrate.capacity import summarize_search, verdict
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

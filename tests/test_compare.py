@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from loadtest import checks
-from loadtest.compare import main
-from loadtest.report import fmt_ms, fmt_rps
+from loadtest.analysis import checks
+from loadtest.analysis.report import fmt_ms, fmt_rps
+from loadtest.compare import main  # the entry point's path, as `make compare` runs it
+from loadtest.orchestrate.run import Load
+from services.registry import NAMES
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -80,6 +82,12 @@ def test_writes_report_results_and_charts(tiny_run: Path) -> None:
         assert results["machine"][key]
     assert results["versions"]["locust"] == "2.47.0"
     assert results["command"].startswith("python -m loadtest.compare --scenarios upstream")
+    # the options are the Load's own fields, under the names results.json always had
+    assert list(results["options"]) == [
+        "scenarios", "variants", "users", "spawn_rate", "duration_s", "warmup_s", "delay_ms",
+        "work", "stop_timeout_s", "cpu_warn_pct", "sample_interval_s",
+    ]  # fmt: skip
+    assert results["options"]["duration_s"] == 4 and results["options"]["warmup_s"] == 1
     for variant in ("async", "blocking"):
         assert results["targets"][variant]["settings"]["api_variant"] == variant
     for run in results["runs"]:
@@ -103,7 +111,7 @@ def test_numbers_are_locusts_own(tiny_run: Path) -> None:
         entries = json.loads((tiny_run / run["files"]["json"]).read_text())
         assert st["requests"] == sum(e["num_requests"] for e in entries) > 0
         assert st["failures"] == sum(e["num_failures"] for e in entries) == 0
-        # Locust's _stats.csv lags by up to a second (see loadtest/locust_stats.py) but agrees
+        # Locust's _stats.csv lags by up to a second (see analysis/locust_stats.py) but agrees
         total = locust_csv_total(tiny_run / run["files"]["stats_csv"])
         assert 0 < int(total["Request Count"]) <= st["requests"]
         assert st["p50_ms"] == pytest.approx(float(total["50%"]), rel=0.25, abs=20)
@@ -179,6 +187,16 @@ def test_short_run_decision() -> None:
     warning = checks.short_run_warning(30, 3.4, measured_p95_s=32.0)
     assert warning is not None and "measured p95 32.00 s" in warning
     assert checks.short_run_warning(30, 3.4, measured_p95_s=1.0) is None
+
+
+def test_one_load_from_the_arguments() -> None:
+    from loadtest.orchestrate.compare import parse_args
+
+    args = parse_args(["--users", "7", "--duration", "1m", "--warmup", "2s", "--stop-timeout", "3"])
+    load = Load.from_args(args)
+    assert (load.users, load.spawn_rate, load.duration_s, load.warmup_s) == (7, 7.0, 60, 2)
+    assert (load.stop_timeout_s, load.delay_ms, load.work) == (3, 200, 20)
+    assert args.variants == list(NAMES)  # default: every variant of the registry
 
 
 def test_cli_help_and_bad_names() -> None:

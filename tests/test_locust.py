@@ -23,27 +23,27 @@ from typing import Any
 import httpx
 import pytest
 
-from loadtest.scenarios import SCENARIOS
+from loadtest.generator.scenarios import SCENARIOS, Scenario
+from loadtest.generator.targets import load_targets
+from loadtest.orchestrate.run import Load, RunSpec
 from services.lab.__main__ import locust_process, parse_args, planned_ports, url_table
 from services.lab.netcheck import free_port
-from services.lab.ports import LOCUST_PORT, VARIANTS
+from services.lab.ports import LOCUST_PORT
 from services.lab.procs import Supervisor
+from services.registry import NAMES as VARIANTS
+from services.registry import VARIANTS as REGISTRY
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF = ["--config", "loadtest/locust.conf"]  # locustfile = loadtest/locustfile.py, no shapes
 WITH_SHAPES = [*CONF, "-f", "loadtest/locustfile.py,loadtest/shapes.py"]
 RUN_SECONDS = 3
 SMALL_RAMP = ["--step-users", "2", "--step-seconds", "1", "--max-users", "4"]  # 2 s in all
-# What each scenario's requests are called in Locust's stats.
-REQUEST_NAMES = {
-    "items": "/items/[id]",
-    "db": "/io/db",
-    "upstream": "/io/upstream",
-    "cpu-python": "/cpu?kind=python",
-    "cpu-native": "/cpu?kind=native",
-    "mixed": "/mixed",
-    "write": "/orders",
-}
+# User classes people type in the web UI and on the command line, and the docs name: a new
+# scenario adds its own (no need to list it here), these must not change names.
+DOCUMENTED_USER_CLASSES = {
+    "ItemsUser", "DbUser", "UpstreamUser", "CpuPythonUser", "CpuNativeUser", "MixedUser",
+    "WriteUser",
+}  # fmt: skip
 
 
 def targets_env(targets: dict[str, str]) -> str:
@@ -211,7 +211,7 @@ def runs(lab_apis: dict[str, str], lab_tmp: Path) -> Runs:
 def test_every_scenario_runs_without_failures(scenario: str, runs: Runs) -> None:
     result = runs[scenario]
     assert result.returncode == 0, result.explain()
-    name = REQUEST_NAMES[scenario]
+    name = SCENARIOS[scenario].request_name
     assert result.requests(name) > 0, result.explain()
     assert result.failures(name) == 0, result.explain()
     assert set(result.stats) == {name}, "one request name per scenario"
@@ -282,7 +282,9 @@ def wait_for(check: Callable[[], bool], timeout: float = 20.0) -> None:
 def test_web_ui_offers_variants_scenarios_and_shapes(web_ui: str) -> None:
     page = httpx.get(f"{web_ui}/", timeout=10, trust_env=False)
     assert page.status_code == 200
-    args = json.loads(re.search(r"templateArgs = (\{.*\})", page.text).group(1))  # type: ignore[union-attr]
+    found = re.search(r"templateArgs = (\{.*\})", page.text)
+    assert found is not None, page.text[:500]
+    args = json.loads(found.group(1))
     options = args["extra_options"]
     assert options["variant"]["choices"] == list(VARIANTS)
     assert options["variant"]["default_value"] == "sync"  # locust_process(variant=...)
@@ -291,6 +293,7 @@ def test_web_ui_offers_variants_scenarios_and_shapes(web_ui: str) -> None:
     assert {"step_users", "step_seconds", "max_users", "baseline_users"} <= set(options)
     assert args["show_userclass_picker"] is True
     assert args["available_user_classes"] == sorted(s.user_class for s in SCENARIOS.values())
+    assert DOCUMENTED_USER_CLASSES <= set(args["available_user_classes"])
     assert args["available_shape_classes"] == ["Default", "Spike", "StepRamp"]
     assert args["host"] == ""
 
@@ -302,7 +305,8 @@ def test_web_ui_swarm_follows_the_variant_chosen_for_each_run(
     with httpx.Client(base_url=web_ui, timeout=10, trust_env=False) as ui:
 
         def stats() -> dict[str, Any]:
-            return ui.get("/stats/requests").json()  # type: ignore[no-any-return]
+            answer: dict[str, Any] = ui.get("/stats/requests").json()
+            return answer
 
         def upstream_requests() -> int:
             rows = [s for s in stats()["stats"] if s["name"] == "/io/upstream"]
@@ -338,7 +342,7 @@ TICKS = textwrap.dedent(
     import importlib, json, os, sys
     from argparse import Namespace
     from types import SimpleNamespace
-    from loadtest import shapes
+    from loadtest.generator import shapes
 
     def ticks(shape, times, **options):
         shape.runner = SimpleNamespace(environment=SimpleNamespace(parsed_options=Namespace(
@@ -385,7 +389,8 @@ def shape_ticks() -> dict[str, Any]:
         timeout=60,
         check=True,
     )
-    return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    ticks: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return ticks
 
 
 def test_step_ramp_adds_a_step_every_period_then_stops(shape_ticks: dict[str, Any]) -> None:
@@ -430,6 +435,88 @@ def test_lab_locust_process_is_the_web_ui_with_users_and_shapes() -> None:
     assert proc.cmd[proc.cmd.index("--web-host") + 1] == "127.0.0.1"
     assert proc.cmd[proc.cmd.index("--web-port") + 1] == str(LOCUST_PORT)
     assert proc.health_url == f"http://127.0.0.1:{LOCUST_PORT}/"
-    assert proc.env["LAB_TARGETS"] == ",".join(
-        f"{v}=http://127.0.0.1:{port}" for v, port in zip(VARIANTS, range(8001, 8005), strict=True)
+    assert load_targets(proc.env["LAB_TARGETS"]) == {
+        name: f"http://127.0.0.1:{v.port}" for name, v in REGISTRY.items()
+    }
+
+
+# --- the scenario table and the targets: everything derived from one declaration ----------------
+
+
+def test_the_user_classes_are_made_from_the_scenario_table() -> None:
+    """In a subprocess: importing Locust here would monkey-patch pytest with gevent."""
+    code = textwrap.dedent(
+        """
+        import json, runpy
+        names = runpy.run_path("loadtest/locustfile.py")
+        from loadtest.generator.scenarios import SCENARIOS
+        from locust import FastHttpUser
+        found = {}
+        for s in SCENARIOS.values():
+            cls = names[s.user_class]
+            (task,) = cls.tasks
+            found[s.user_class] = [issubclass(cls, FastHttpUser), cls.abstract,
+                                   sorted(task.locust_tag_set)]
+        print(json.dumps(found))
+        """
     )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert list(found) == [s.user_class for s in SCENARIOS.values()]
+    assert DOCUMENTED_USER_CLASSES <= set(found)
+    for s in SCENARIOS.values():
+        assert found[s.user_class] == [True, False, [s.name]]
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS.values()), ids=list(SCENARIOS))
+def test_a_headless_run_passes_only_the_arguments_its_path_uses(scenario: Scenario) -> None:
+    load = Load(users=3, spawn_rate=3, duration_s=5, delay_ms=123, work=7)
+    cmd = RunSpec(scenario, "http://127.0.0.1:1", load, Path("/tmp/x")).command()
+    assert ("--delay-ms" in cmd) == ("{delay_ms}" in scenario.path)
+    assert ("--work" in cmd) == ("{work}" in scenario.path)
+    if "--delay-ms" in cmd:
+        assert cmd[cmd.index("--delay-ms") + 1] == "123"
+    assert scenario.user_class in cmd
+    # every field its path names is filled: from the arguments, or drawn per request
+    path = scenario.url({"delay_ms": 123, "work": 7})
+    assert "{" not in path and path.startswith("/")
+
+
+def test_lab_targets_variant_pairs_override_the_native_ports() -> None:
+    got = load_targets("sync=http://api-sync:8000/, threaded=https://example.org:9")
+    assert got["sync"] == "http://api-sync:8000"
+    assert got["threaded"] == "https://example.org:9"
+    assert got["async"] == f"http://127.0.0.1:{REGISTRY['async'].port}"
+    assert list(got) == list(VARIANTS)
+    assert load_targets("") == {n: f"http://127.0.0.1:{v.port}" for n, v in REGISTRY.items()}
+
+
+def test_lab_targets_template_applies_to_every_registry_variant() -> None:
+    got = load_targets("http://api-{variant}:8000/")
+    assert got == {name: f"http://api-{name}:8000" for name in VARIANTS}
+    assert got["threaded"] == "http://api-threaded:8000"
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "sync",  # no url
+        "nope=http://x:1",  # unknown variant
+        "sync=ftp://x:1",  # not http(s)
+        "http://api-{variant}:8000,http://other-{variant}:1",  # two templates
+        "sync=http://api-{variant}:8000",  # a template inside the pair form
+        "api-{variant}:8000",  # a template without a scheme
+    ],
+)
+def test_lab_targets_bad_input_says_what_is_expected(spec: str) -> None:
+    with pytest.raises(ValueError, match="LAB_TARGETS"):
+        load_targets(spec)
+
+
+def test_locust_refuses_a_malformed_lab_targets(tmp_path: Path) -> None:
+    run = start_locust("bad-targets", headless("ItemsUser"), tmp_path, {"LAB_TARGETS": "x=y"})
+    result = run.result(timeout=60)
+    assert result.returncode != 0 and "LAB_TARGETS" in result.output, result.explain()

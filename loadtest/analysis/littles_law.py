@@ -1,4 +1,4 @@
-"""Little's law ceilings: the most req/s a variant can serve, from its concurrency limits.
+"""Compute Little's-law ceilings: the most req/s a variant can serve, from its limits.
 
 Little's law: requests in service = throughput x time in service, so throughput <= slots / S,
 where S is the time one request holds a slot. Two kinds of slot bound each variant:
@@ -9,41 +9,56 @@ where S is the time one request holds a slot. Two kinds of slot bound each varia
   per pool worker or thread that escapes the GIL, never more than the machine's cores.
 
 ceiling = min(concurrency / S, cpu slots / cpu time), times the gunicorn workers (API_WORKERS);
-the CPU term is capped by the cores across all workers. Pure functions: unit-tested.
+the CPU term is capped by the cores across all workers. Which slots a variant has comes from
+its traits in services/registry.py (io, cpu); what a request needs, from the demand kind its
+scenario declares (generator/scenarios.py). Pure functions: unit-tested.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
-# Kept equal to services.api.contract.MIXED_WORK by a test: importing the API here would read
-# its settings from the environment, which a load generator has no business doing.
-MIXED_WORK_UNITS = 2
-# A DB round trip of /mixed's primary-key read; small next to the upstream call.
+from loadtest.generator.scenarios import SCENARIOS, CpuKind, Scenario
+from services.registry import Variant
+from services.registry import get as get_variant
+
+# A DB round trip of /mixed's primary-key read, small next to the upstream call (to rerun:
+# `make compare SCENARIOS=items USERS=1` reports one primary-key read's p50).
 MIXED_DB_S = 0.001
-CPU_UNIT_S = 0.001  # services/api/work.py: 1 unit is about 1 ms of one core
 
 
 @dataclass(frozen=True)
 class Limits:
-    """The settings in force on a target (its /runtime "settings") that bound concurrency."""
+    """What bounds concurrency on a target, from its /runtime: the settings in force
+    ("settings") and the API's fixed constants ("constants"). No defaults here: a copy of the
+    API's would drift from it; tests build these from the API's own Settings."""
 
-    threadpool_tokens: int = 40
-    db_pool_max: int = 20
-    upstream_max_connections: int = 1000
-    cpu_executor: str = "process"
-    cpu_workers: int = 2
-    api_workers: int = 1
-    default_delay_ms: int = 100
+    threadpool_tokens: int
+    db_pool_max: int
+    upstream_max_connections: int
+    cpu_executor: str
+    cpu_workers: int
+    api_workers: int  # gunicorn worker processes; 1 under uvicorn
+    default_delay_ms: int  # /mixed's upstream call
+    mixed_work: int  # /mixed's CPU work units
+    cpu_unit_ms: float  # the API's nominal time of one work unit (compare measures the real one)
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, object]) -> Limits:
-        known = {k: v for k, v in settings.items() if k in cls.__dataclass_fields__}
-        if settings.get("api_server", "uvicorn") != "gunicorn":
-            known["api_workers"] = 1  # API_WORKERS only counts under gunicorn
-        return cls(**known)  # type: ignore[arg-type]
+    def from_runtime(cls, runtime: Mapping[str, Any]) -> Limits:
+        """From a /runtime answer; a ValueError names what it lacks (an older API, say)."""
+        settings: Mapping[str, Any] = runtime.get("settings") or {}
+        constants: Mapping[str, Any] = runtime.get("constants") or {}
+        values = {**settings, **constants}
+        if values.get("api_server", "uvicorn") != "gunicorn":
+            values["api_workers"] = 1  # API_WORKERS only counts under gunicorn
+        names = [f.name for f in fields(cls)]
+        missing = [n for n in names if values.get(n) is None]
+        if missing:
+            raise ValueError(f"/runtime lacks {', '.join(missing)} (settings or constants)")
+        return cls(**{n: values[n] for n in names})
 
 
 @dataclass(frozen=True)
@@ -52,7 +67,7 @@ class Demand:
 
     service_s: float  # S: wall time of one request
     cpu_s: float  # the CPU part of S
-    cpu_kind: str  # "python" (holds the GIL) or "native" (releases it)
+    cpu_kind: CpuKind  # "python" (holds the GIL) or "native" (releases it)
     holds_db: bool  # a DB connection for all of S
     holds_upstream: bool  # an upstream connection for (nearly) all of S
 
@@ -68,24 +83,28 @@ class Ceiling:
 
 
 def demand(
-    scenario: str, delay_ms: int, work: int, limits: Limits, cpu_unit_s: float = CPU_UNIT_S
+    scenario: str, delay_ms: int, work: int, limits: Limits, cpu_unit_s: float | None = None
 ) -> Demand | None:
-    """Per-request demand of a scenario; None when there is no fixed wait to speak of."""
+    """Per-request demand of a scenario, from the demand kind its table entry declares; None
+    when there is no fixed wait to speak of. `cpu_unit_s`: measured, else the API's nominal."""
+    s: Scenario = SCENARIOS[scenario]
+    unit = limits.cpu_unit_ms / 1000 if cpu_unit_s is None else cpu_unit_s
     delay_s = delay_ms / 1000
-    if scenario == "upstream":
-        return Demand(delay_s, 0.0, "python", holds_db=False, holds_upstream=True)
-    if scenario == "db":
-        return Demand(delay_s, 0.0, "python", holds_db=True, holds_upstream=False)
-    if scenario in ("cpu-python", "cpu-native"):
-        cpu_s = work * cpu_unit_s
-        return Demand(cpu_s, cpu_s, scenario.removeprefix("cpu-"), False, False)
-    if scenario == "mixed":
-        # /mixed: one short query, one upstream call of DEFAULT_DELAY_MS, ~2 ms of Python CPU.
-        cpu_s = MIXED_WORK_UNITS * cpu_unit_s
-        service = MIXED_DB_S + limits.default_delay_ms / 1000 + cpu_s
-        return Demand(service, cpu_s, "python", holds_db=False, holds_upstream=True)
-    # items, write: a millisecond of framework and driver CPU per request, no wait to divide by.
-    return None
+    match s.demand:
+        case "upstream":
+            return Demand(delay_s, 0.0, s.cpu_kind, holds_db=False, holds_upstream=True)
+        case "db":
+            return Demand(delay_s, 0.0, s.cpu_kind, holds_db=True, holds_upstream=False)
+        case "cpu":
+            return Demand(work * unit, work * unit, s.cpu_kind, False, False)
+        case "mixed":
+            # /mixed: one short query, one upstream call of DEFAULT_DELAY_MS, a little CPU.
+            cpu_s = limits.mixed_work * unit
+            service = MIXED_DB_S + limits.default_delay_ms / 1000 + cpu_s
+            return Demand(service, cpu_s, s.cpu_kind, holds_db=False, holds_upstream=True)
+        case "none":
+            # a millisecond of framework and driver CPU per request, no wait to divide by
+            return None
 
 
 def ceiling(
@@ -97,34 +116,36 @@ def ceiling(
     work: int,
     limits: Limits,
     cores: int,
-    cpu_unit_s: float = CPU_UNIT_S,
+    cpu_unit_s: float | None = None,
 ) -> Ceiling:
+    """The most req/s `variant` (its registry traits) can serve `scenario` at `users`."""
     d = demand(scenario, delay_ms, work, limits, cpu_unit_s)
     if d is None:
         return Ceiling(None, "n/a: no fixed wait, bounded by server CPU per request")
     if d.service_s <= 0:
         return Ceiling(None, "n/a: zero service time")
+    v = get_variant(variant)
     workers = limits.api_workers
-    slots, slot_name = _concurrency(variant, d, limits)
+    slots, slot_name = _concurrency(v, d, limits)
     conc = _bound(users, workers, slots, slot_name)
     candidates = [(conc[0] / d.service_s, f"{conc[1]} / {d.service_s:.3f} s")]
     if d.cpu_s > 0:
-        par_slots, par_name = _cpu_slots(variant, d, limits)
+        par_slots, par_name = _cpu_slots(v, d, limits)
         par = _bound(users, workers, par_slots, par_name, cores=cores)
         cpu_term = "" if d.cpu_s == d.service_s else " CPU"
         candidates.append((par[0] / d.cpu_s, f"{par[1]} / {d.cpu_s:.3f} s{cpu_term}"))
     rps, why = min(candidates, key=lambda c: c[0])
-    if variant in ("async", "offload") and d.cpu_s == 0:
-        why += " (until the CPU saturates)"
+    if v.io == "loop" and d.cpu_s == 0:
+        why += " (until the CPU saturates)"  # nothing but the users bounds awaited I/O
     return Ceiling(rps, why)
 
 
-def _concurrency(variant: str, d: Demand, limits: Limits) -> tuple[float, str]:
+def _concurrency(v: Variant, d: Demand, limits: Limits) -> tuple[float, str]:
     """Requests one process can hold in service at once, and the name of what limits them."""
-    if variant == "blocking":
+    if v.io == "blocks-loop":
         return 1, "loop"  # each request blocks the loop for all of S
     options: list[tuple[float, str]] = [(math.inf, "users")]
-    if variant == "sync":
+    if v.io == "threadpool":
         options.append((limits.threadpool_tokens, "tokens"))
     if d.holds_db:
         options.append((limits.db_pool_max, "DB conns"))
@@ -133,13 +154,13 @@ def _concurrency(variant: str, d: Demand, limits: Limits) -> tuple[float, str]:
     return min(options, key=lambda o: o[0])
 
 
-def _cpu_slots(variant: str, d: Demand, limits: Limits) -> tuple[float, str]:
+def _cpu_slots(v: Variant, d: Demand, limits: Limits) -> tuple[float, str]:
     """CPU work one process can run in parallel, and the name of what limits it."""
-    if variant in ("async", "blocking"):
+    if v.cpu == "loop":
         return 1, "loop"  # inline on the loop thread, whatever the kind
-    if variant == "sync":
+    if v.cpu == "threadpool":
         return (1, "GIL") if d.cpu_kind == "python" else (limits.threadpool_tokens, "tokens")
-    # offload: an executor; threads only help work that releases the GIL
+    # an executor: threads only help work that releases the GIL
     if limits.cpu_executor == "thread" and d.cpu_kind == "python":
         return 1, "GIL (thread executor)"
     return limits.cpu_workers, f"{limits.cpu_executor} workers"

@@ -1,19 +1,23 @@
-"""One measured run against one target, the way compare and capacity both need it:
+"""Measure one run against one target, the way compare and capacity both need it:
 wait until the target is idle, run (its first seconds a warm-up whose statistics are dropped),
-then judge it (ceiling, warnings) into a plain dict."""
+then judge it (ceiling, warnings) into a RunRecord."""
 
 from __future__ import annotations
 
 import shlex
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loadtest import checks
-from loadtest.littles_law import CPU_UNIT_S, Limits, ceiling
-from loadtest.monitor import cpu_unit_s, read_runtime, wait_idle
-from loadtest.run import RunOutcome, RunSpec, run_locust
-from loadtest.scenarios import Scenario
+from loadtest.analysis import checks
+from loadtest.analysis.littles_law import Limits, ceiling
+from loadtest.analysis.records import RunRecord, ServerPeaks
+from loadtest.generator.scenarios import CpuKind, Scenario
+from loadtest.orchestrate.monitor import CpuSampler, cpu_unit_s, read_runtime, wait_idle
+from loadtest.orchestrate.run import Load, RunOutcome, RunSpec, run_locust
+
+__all__ = ["Load", "Target", "TargetError", "discover", "measure"]
 
 
 @dataclass(frozen=True)
@@ -22,25 +26,10 @@ class Target:
     url: str
     limits: Limits
     cores: int
-    cpu_unit_s: dict[str, float]  # per CPU kind, measured on the target (see monitor.cpu_unit_s)
+    cpu_unit_s: dict[CpuKind, float]  # per CPU kind, measured on the target (monitor.cpu_unit_s)
 
 
-@dataclass(frozen=True)
-class Load:
-    users: int
-    spawn_rate: float
-    duration_s: int
-    warmup_s: int = 0
-    delay_ms: int = 200
-    work: int = 20
-    stop_timeout_s: int = 5
-    drain_timeout_s: int = 60
-    cpu_warn_pct: float = checks.CPU_WARN_PCT
-    max_failure_pct: float = 1.0
-    sample_interval_s: float = 0.5
-
-
-def measure(scenario: Scenario, target: Target, load: Load, prefix: Path) -> dict[str, Any]:
+def measure(scenario: Scenario, target: Target, load: Load, prefix: Path) -> RunRecord:
     """Run `scenario` on `target`; Locust's files go to `prefix`*. Returns the run's record."""
     warnings: list[str] = []
     # What an earlier run left queued in this server must not land in this one.
@@ -52,7 +41,7 @@ def measure(scenario: Scenario, target: Target, load: Load, prefix: Path) -> dic
         )
     # The warm-up is the first seconds of the same run (same users, spawn rate), so pools,
     # connections and queues are in their steady state when the measured window opens.
-    outcome = run_locust(_spec(scenario, target, load, prefix), load.sample_interval_s)
+    outcome = run_locust(RunSpec(scenario, target.url, load, prefix))
     record = _record(scenario, target, load, outcome)
     cpu_bound = checks.generator_cpu_warning(outcome.cpu_busiest, load.cpu_warn_pct)
     record["generator_cpu_bound"] = cpu_bound is not None
@@ -60,33 +49,26 @@ def measure(scenario: Scenario, target: Target, load: Load, prefix: Path) -> dic
     return record
 
 
-def _spec(scenario: Scenario, target: Target, load: Load, prefix: Path) -> RunSpec:
-    return RunSpec(
-        scenario=scenario,
-        url=target.url,
-        users=load.users,
-        spawn_rate=load.spawn_rate,
-        duration_s=load.duration_s,
-        warmup_s=load.warmup_s,
-        prefix=prefix,
-        delay_ms=load.delay_ms,
-        work=load.work,
-        stop_timeout_s=load.stop_timeout_s,
+def _cpu_unit(scenario: Scenario, target: Target) -> float | None:
+    """The measured time of one CPU unit of the scenario's kind; None: the API's nominal."""
+    return target.cpu_unit_s.get(scenario.cpu_kind)
+
+
+def _no_peaks() -> ServerPeaks:
+    return ServerPeaks(
+        loop_lag_ms=None,
+        loop_lag_max_ms=None,
+        threadpool_borrowed=None,
+        db_pool_waiting=None,
+        in_flight=None,
+        loop_lag_peak_ms=None,
+        polls_sent=0,
+        polls_answered=0,
     )
 
 
-def _cpu_unit(scenario: str, target: Target) -> float:
-    kind = "native" if scenario == "cpu-native" else "python"
-    return target.cpu_unit_s.get(kind, CPU_UNIT_S)
-
-
-def _record(
-    scenario: Scenario,
-    target: Target,
-    load: Load,
-    outcome: RunOutcome,
-) -> dict[str, Any]:
-    unit = _cpu_unit(scenario.name, target)
+def _record(scenario: Scenario, target: Target, load: Load, outcome: RunOutcome) -> RunRecord:
+    unit = _cpu_unit(scenario, target)
     ceil = ceiling(
         scenario.name,
         target.variant,
@@ -97,9 +79,8 @@ def _record(
         cores=target.cores,
         cpu_unit_s=unit,
     )
-    stats = outcome.summary.as_dict()
+    unit_ms = target.limits.cpu_unit_ms if unit is None else unit * 1000
     rps = outcome.summary.rps
-    latency = ceil.latency_s(load.users)
     return {
         "scenario": scenario.name,
         "variant": target.variant,
@@ -115,27 +96,27 @@ def _record(
         "exit_code": outcome.exit_code,
         "timed_out": outcome.timed_out,
         "wall_s": outcome.wall_s,
-        "stats": stats,
+        "stats": outcome.summary.as_dict(),
         "ceiling": {
             "rps": ceil.rps,
             "why": ceil.why,
-            "expected_latency_s": latency,
-            "cpu_unit_ms": round(unit * 1000, 3),
+            "expected_latency_s": ceil.latency_s(load.users),
+            "cpu_unit_ms": round(unit_ms, 3),
         },
         "pct_of_ceiling": 100 * rps / ceil.rps if rps is not None and ceil.rps else None,
-        "server_peaks": outcome.server_peaks,
-        "generator_cpu": outcome.cpu_summary,
+        "server_peaks": outcome.server_peaks or _no_peaks(),
+        "generator_cpu": outcome.cpu_summary or CpuSampler.summary([]),
         "locust_warned_cpu": outcome.locust_warned_cpu,
         "files": outcome.files(),
         "history": outcome.history,
         "server_samples": outcome.server_samples,
         "cpu_samples": outcome.cpu_samples,
+        "generator_cpu_bound": False,  # judged by measure()
+        "warnings": [],
     }
 
 
-def _judge(
-    outcome: RunOutcome, record: dict[str, Any], load: Load, cpu_bound: str | None
-) -> list[str]:
+def _judge(outcome: RunOutcome, record: RunRecord, load: Load, cpu_bound: str | None) -> list[str]:
     found = [
         cpu_bound,
         checks.short_run_warning(
@@ -144,8 +125,7 @@ def _judge(
             None if outcome.summary.p95_ms is None else outcome.summary.p95_ms / 1000,
         ),
         checks.runtime_polls_warning(
-            int(outcome.server_peaks.get("polls_answered") or 0),
-            int(outcome.server_peaks.get("polls_sent") or 0),
+            record["server_peaks"]["polls_answered"], record["server_peaks"]["polls_sent"]
         ),
         checks.failures_warning(outcome.summary.failure_pct, load.max_failure_pct),
     ]
@@ -165,15 +145,14 @@ class TargetError(RuntimeError):
 
 
 def discover(
-    urls: dict[str, str], variants: list[str], scenarios: list[str], cores: int
-) -> tuple[dict[str, Target], dict[str, Any]]:
-    """Each variant's settings in force (its /runtime) and, for CPU scenarios, how long one
-    work unit really takes there. Returns the targets and the raw /runtime answers."""
-    kinds = {"native" if s == "cpu-native" else "python" for s in scenarios if s.startswith("cpu")}
-    if "mixed" in scenarios:
-        kinds.add("python")
+    urls: dict[str, str], variants: list[str], scenarios: Iterable[Scenario], cores: int
+) -> tuple[dict[str, Target], dict[str, dict[str, Any]]]:
+    """Each variant's limits in force (its /runtime) and, for scenarios with CPU work, how long
+    one work unit of that kind really takes there. Returns the targets and the raw /runtime
+    answers."""
+    kinds = sorted({k for s in scenarios if (k := s.cpu_unit_kind) is not None})
     targets: dict[str, Target] = {}
-    runtimes: dict[str, Any] = {}
+    runtimes: dict[str, dict[str, Any]] = {}
     for variant in variants:
         url = urls[variant]
         try:
@@ -182,8 +161,11 @@ def discover(
             raise TargetError(f"{variant}: {url}/runtime did not answer ({exc})") from exc
         if runtime.get("variant") != variant:
             raise TargetError(f"{url} serves variant {runtime.get('variant')!r}, not {variant!r}")
-        units = {k: u for k in sorted(kinds) if (u := cpu_unit_s(url, k)) is not None}
-        limits = Limits.from_settings(runtime.get("settings", {}))
+        try:
+            limits = Limits.from_runtime(runtime)
+        except ValueError as exc:
+            raise TargetError(f"{variant}: {url}{exc}") from exc
+        units = {k: u for k in kinds if (u := cpu_unit_s(url, k)) is not None}
         # The target's own CPUs (a container's limit), not this load generator's.
         target_cores = max(1, round(runtime.get("cpus") or cores))
         targets[variant] = Target(variant, url, limits, target_cores, units)

@@ -1,4 +1,4 @@
-"""Where the numbers were measured: the machine and the versions, for results.json and report.md."""
+"""Describe where the numbers were measured: the machine and versions (results.json, report.md)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import platform
 import sys
 from importlib import metadata
 from pathlib import Path
+from typing import TypedDict
 
 import psutil
 
@@ -35,7 +36,16 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine() -> dict[str, object]:
+class Machine(TypedDict):
+    cores: int
+    physical_cores: int | None
+    cpu_model: str
+    memory_gib: float
+    os: str
+    load_avg_1m_at_start: float
+
+
+def machine() -> Machine:
     return {
         "cores": psutil.cpu_count() or 1,
         "physical_cores": psutil.cpu_count(logical=False),
@@ -56,7 +66,7 @@ def versions() -> dict[str, str]:
     return found
 
 
-def one_line(m: dict[str, object], v: dict[str, str]) -> tuple[str, str]:
+def one_line(m: Machine, v: dict[str, str]) -> tuple[str, str]:
     """Machine and versions as two short lines for the top of a report."""
     mline = f"{m['cores']} cores ({m['cpu_model']}), {m['memory_gib']} GiB, {m['os']}"
     keys = ("python", "locust", "fastapi", "uvicorn", "gunicorn", "httpx")

@@ -1,12 +1,18 @@
-"""report.md for compare and capacity results: small tables a person reads, from results.json's
-own data (so the two never disagree)."""
+"""Render report.md for compare and capacity results: small tables a person reads, from
+results.json's own data (so the two never disagree)."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from loadtest.machine import one_line
-from loadtest.scenarios import SCENARIOS
+from loadtest.analysis.machine import one_line
+from loadtest.analysis.records import (
+    CapacityResults,
+    CompareResults,
+    Results,
+    RunRecord,
+    TargetInfo,
+)
+from loadtest.generator.scenarios import SCENARIOS
+from services.registry import VARIANTS
 
 
 def fmt_rps(value: float | None) -> str:
@@ -27,7 +33,7 @@ def _peak(value: float | int | None) -> str:
     return "-" if value is None else f"{value:g}"
 
 
-def header(title: str, results: dict[str, Any]) -> list[str]:
+def header(title: str, results: Results) -> list[str]:
     mline, vline = one_line(results["machine"], results["versions"])
     return [
         f"# {title}",
@@ -42,16 +48,17 @@ def header(title: str, results: dict[str, Any]) -> list[str]:
     ]
 
 
-def _settings_line(variant: str, target: dict[str, Any]) -> str:
-    """Only the settings that bound this variant: tokens mean nothing to async, etc."""
-    s = target["settings"]
+def _settings_line(variant: str, target: TargetInfo) -> str:
+    """Only the settings that bound this variant (its registry traits): tokens mean nothing
+    to async, a pool nothing to a variant that blocks its loop, etc."""
+    s, v = target["settings"], VARIANTS[variant]
     processes = s.get("api_workers") if s.get("api_server") == "gunicorn" else 1
     parts = [f"{s.get('api_server')} x {processes} process(es)"]
-    if variant == "sync":
+    if "threadpool" in (v.io, v.cpu):
         parts.append(f"{s.get('threadpool_tokens')} threadpool tokens")
-    if variant != "blocking":
+    if v.io != "blocks-loop":
         parts.append(f"DB pool {s.get('db_pool_max')}")
-    if variant == "offload":
+    if v.cpu == "executor":
         parts.append(f"{s.get('cpu_executor')} executor x {s.get('cpu_workers')}")
     return f"  - `{variant}` {target['url']}: " + ", ".join(parts)
 
@@ -63,7 +70,7 @@ COMPARE_COLUMNS = (
 )
 
 
-def compare_row(run: dict[str, Any]) -> str:
+def compare_row(run: RunRecord) -> str:
     st, peaks, cpu = run["stats"], run["server_peaks"], run["generator_cpu"]
     cells = [
         f"`{run['variant']}`",
@@ -83,7 +90,7 @@ def compare_row(run: dict[str, Any]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def compare_markdown(results: dict[str, Any]) -> str:
+def compare_markdown(results: CompareResults) -> str:
     o = results["options"]
     scenarios = list(dict.fromkeys(r["scenario"] for r in results["runs"]))
     lines = header("Compare: " + ", ".join(scenarios), results)
@@ -100,10 +107,8 @@ def compare_markdown(results: dict[str, Any]) -> str:
     ]
     for scenario in scenarios:
         runs = [r for r in results["runs"] if r["scenario"] == scenario]
-        path = SCENARIOS[scenario].path.format(
-            delay_ms=o["delay_ms"], work=o["work"], item_id="{item_id}"
-        )
-        lines += ["", f"## {scenario}: `{SCENARIOS[scenario].method} {path}`", ""]
+        s = SCENARIOS[scenario]
+        lines += ["", f"## {scenario}: `{s.method} {s.shown(o)}`", ""]
         lines += [*COMPARE_COLUMNS, *(compare_row(r) for r in runs), ""]
         lines += [f"- `{r['variant']}` ceiling: {r['ceiling']['why']}" for r in runs]
         lines += [""]
@@ -130,7 +135,7 @@ def compare_markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def capacity_markdown(results: dict[str, Any]) -> str:
+def capacity_markdown(results: CapacityResults) -> str:
     o = results["options"]
     lines = header("Capacity search", results)
     lines += [

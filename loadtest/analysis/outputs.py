@@ -1,10 +1,11 @@
-"""The results folder: where it goes, results.json, charts (optional dependency) and progress."""
+"""Write the results folder (where it goes, results.json), check for charts, report progress."""
 
 from __future__ import annotations
 
 import json
 import sys
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=1, default=str) + "\n")
 
 

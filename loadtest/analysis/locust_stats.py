@@ -1,4 +1,4 @@
-"""Reading a finished Locust run back: its --json-file (totals) and _stats_history.csv (time).
+"""Read a finished Locust run back: its --json-file (totals) and _stats_history.csv (time).
 
 The totals come from the JSON, not from _stats.csv: Locust rewrites the CSV on a 1-second timer
 that does not run at shutdown, so the CSV misses the last second and every request that finished
@@ -11,8 +11,10 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+
+from loadtest.analysis.records import HistoryRow, Stats
 
 
 @dataclass(frozen=True)
@@ -29,8 +31,20 @@ class Summary:
     started_at: float | None = None  # epoch s of the first request
     ended_at: float | None = None  # epoch s of the last request
 
-    def as_dict(self) -> dict[str, float | int | None]:
-        return asdict(self)
+    def as_dict(self) -> Stats:
+        return Stats(
+            requests=self.requests,
+            failures=self.failures,
+            failure_pct=self.failure_pct,
+            rps=self.rps,
+            p50_ms=self.p50_ms,
+            p95_ms=self.p95_ms,
+            p99_ms=self.p99_ms,
+            avg_ms=self.avg_ms,
+            max_ms=self.max_ms,
+            started_at=self.started_at,
+            ended_at=self.ended_at,
+        )
 
 
 def percentile(response_times: Counter[int], total: int, fraction: float) -> int | None:
@@ -81,12 +95,12 @@ def summarize(json_path: Path) -> Summary:
     )
 
 
-def history(csv_path: Path) -> list[dict[str, float | None]]:
+def history(csv_path: Path) -> list[HistoryRow]:
     """The "Aggregated" rows of _stats_history.csv: t (s from the first row), users, rps and
     the current-window p50/p95/p99 (Locust's last ~10 s), None where Locust wrote N/A."""
     if not csv_path.exists():
         return []
-    rows: list[dict[str, float | None]] = []
+    rows: list[HistoryRow] = []
     with csv_path.open(newline="") as fh:
         for row in csv.DictReader(fh):
             if row["Name"] != "Aggregated":
@@ -103,9 +117,9 @@ def history(csv_path: Path) -> list[dict[str, float | None]]:
                 }
             )
     if rows:
-        t0 = rows[0]["t"] or 0.0
-        for row in rows:
-            row["t"] = (row["t"] or 0.0) - t0
+        t0 = rows[0]["t"]
+        for kept in rows:
+            kept["t"] -= t0
     return rows
 
 

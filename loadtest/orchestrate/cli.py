@@ -1,4 +1,8 @@
-"""Arguments shared by `python -m loadtest.compare` and `python -m loadtest.capacity`."""
+"""Parse the arguments shared by `python -m loadtest.compare` and `python -m loadtest.capacity`.
+
+Destinations are named as the fields of orchestrate/run.py's Load (duration_s, warmup_s, ...),
+so the parsed arguments become one Load without copying them field by field.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,8 @@ import argparse
 import re
 from pathlib import Path
 
-from loadtest.scenarios import SCENARIOS
-from services.lab.ports import VARIANTS
+from loadtest.generator.scenarios import SCENARIOS
+from services.registry import NAMES as VARIANTS
 
 _SPAN = re.compile(r"(\d+)(h|m|s)")
 
@@ -61,6 +65,10 @@ def _names(value: str, known: list[str], kind: str) -> list[str]:
     return names
 
 
+def _using(option: str) -> str:
+    return ", ".join(s.name for s in SCENARIOS.values() if option in s.options)
+
+
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
     """The options both commands take, with the same names, meanings and defaults."""
     p.add_argument(
@@ -79,13 +87,16 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
         "--delay-ms",
         type=int,
         default=200,
-        help="delay of each slow call (db, upstream) (default: 200)",
+        help=f"delay of each slow call ({_using('delay_ms')}) (default: 200)",
     )
-    p.add_argument("--work", type=int, default=20, help="CPU work units (cpu-*) (default: 20)")
+    p.add_argument(
+        "--work", type=int, default=20, help=f"CPU work units ({_using('work')}) (default: 20)"
+    )
     p.add_argument(
         "--targets",
         default=None,
-        help="variant=url,... as LAB_TARGETS (default: $LAB_TARGETS, else the native lab's ports)",
+        help="variant=url,... or one URL with {variant}, as LAB_TARGETS "
+        "(default: $LAB_TARGETS, else the native lab's ports)",
     )
     p.add_argument(
         "--out",
@@ -95,6 +106,8 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--stop-timeout",
+        dest="stop_timeout_s",
+        metavar="DURATION",
         type=duration,
         default=5,
         help="Locust's --stop-timeout: how long requests in flight at the end may "
@@ -102,6 +115,8 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--drain-timeout",
+        dest="drain_timeout_s",
+        metavar="DURATION",
         type=duration,
         default=60,
         help="longest wait for a target to finish earlier requests (default: 60s)",

@@ -1,4 +1,4 @@
-"""Is a run's result believable? The decisions behind the per-run warnings (unit-tested).
+"""Decide whether a run's result is believable: the decisions behind the per-run warnings.
 
 compare and capacity call these very functions, so what the tests force is what users see.
 """

@@ -1,46 +1,78 @@
-"""One bounded, headless Locust run as a subprocess, watched while it runs.
+"""Run one bounded, headless Locust run as a subprocess, watched while it runs.
 
 Locust stops itself (--run-time, then --stop-timeout for requests in flight); a subprocess
 timeout is only the safety net. While it runs, the target's /runtime and Locust's own CPU are
-sampled (loadtest/monitor.py).
+sampled (orchestrate/monitor.py). What to run travels as one `Load` inside a `RunSpec`, from
+the command line's arguments to Locust's argv and results.json's options.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from loadtest.locust_stats import Summary, history, summarize
-from loadtest.monitor import CpuSampler, RuntimeSampler
-from loadtest.scenarios import Scenario
+from loadtest.analysis import checks
+from loadtest.analysis.locust_stats import Summary, history, summarize
+from loadtest.analysis.records import CpuSample, CpuSummary, HistoryRow, ServerPeaks, ServerSample
+from loadtest.generator.scenarios import Scenario
+from loadtest.orchestrate.monitor import CpuSampler, RuntimeSampler
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 LOCUSTFILE = REPO_ROOT / "loadtest" / "locustfile.py"
 # Locust's start-up and report writing, on top of --run-time and --stop-timeout.
 _SAFETY_MARGIN_S = 60
+# Load fields that are not Locust's or the run's own (results.json's options leave them out).
+_NOT_OPTIONS = ("drain_timeout_s", "max_failure_pct")
+
+
+@dataclass(frozen=True)
+class Load:
+    """How hard and how long to load one target. Field names are the commands' argparse dests,
+    so `Load.from_args` needs no list of them."""
+
+    users: int
+    spawn_rate: float
+    duration_s: int  # measured time, after the warm-up
+    warmup_s: int = 0  # the first seconds of the same run, statistics dropped
+    delay_ms: int = 200
+    work: int = 20
+    stop_timeout_s: int = 5
+    drain_timeout_s: int = 60
+    cpu_warn_pct: float = checks.CPU_WARN_PCT
+    max_failure_pct: float = 1.0
+    sample_interval_s: float = 0.5
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, **overrides: Any) -> Load:
+        """The fields `args` has, then `overrides`."""
+        given: dict[str, Any] = {k: v for k, v in vars(args).items() if k in _FIELDS}
+        return cls(**{**given, **overrides})
+
+    def options(self) -> dict[str, object]:
+        """The fields results.json records under "options"."""
+        return {k: v for k, v in asdict(self).items() if k not in _NOT_OPTIONS}
+
+
+_FIELDS = frozenset(f.name for f in fields(Load))
 
 
 @dataclass(frozen=True)
 class RunSpec:
     scenario: Scenario
     url: str
-    users: int
-    spawn_rate: float
-    duration_s: int  # measured time, after the warm-up
+    load: Load
     prefix: Path  # Locust's --csv prefix; the .json, .html and .log sit next to it
-    warmup_s: int = 0  # the first seconds of the same run, statistics dropped
-    delay_ms: int = 200
-    work: int = 20
-    stop_timeout_s: int = 5
     locustfile: Path = LOCUSTFILE
 
     def command(self) -> list[str]:
+        load = self.load
         cmd = [
             sys.executable,
             "-m",
@@ -50,13 +82,13 @@ class RunSpec:
             "--headless",
             self.scenario.user_class,
             "-u",
-            str(self.users),
+            str(load.users),
             "-r",
-            f"{self.spawn_rate:g}",
+            f"{load.spawn_rate:g}",
             "-t",
-            f"{self.warmup_s + self.duration_s}s",
+            f"{load.warmup_s + load.duration_s}s",
             "--stop-timeout",
-            f"{self.stop_timeout_s}",
+            f"{load.stop_timeout_s}",
             "--host",
             self.url,
             "--csv",
@@ -67,14 +99,12 @@ class RunSpec:
             f"{self.prefix}.html",
             "--only-summary",
         ]
-        # Only the knobs the scenario's request uses: a locustfile rejects unknown arguments,
-        # and a --work next to an upstream call would only mislead the reader.
-        if "{delay_ms}" in self.scenario.path:
-            cmd += ["--delay-ms", str(self.delay_ms)]
-        if "{work}" in self.scenario.path:
-            cmd += ["--work", str(self.work)]
-        if self.warmup_s:
-            cmd += ["--warmup-s", str(self.warmup_s)]
+        # Only the knobs the scenario's request uses: a --work next to an upstream call would
+        # only mislead the reader.
+        for name in self.scenario.options:
+            cmd += ["--" + name.replace("_", "-"), str(getattr(load, name))]
+        if load.warmup_s:
+            cmd += ["--warmup-s", str(load.warmup_s)]
         return cmd
 
 
@@ -86,13 +116,14 @@ class RunOutcome:
     wall_s: float
     timed_out: bool
     summary: Summary
-    history: list[dict[str, float | None]]
-    server_samples: list[dict[str, Any]] = field(default_factory=list)
-    server_peaks: dict[str, float | int | None] = field(default_factory=dict)
-    cpu_samples: list[dict[str, Any]] = field(default_factory=list)
+    history: list[HistoryRow]
+    server_samples: list[ServerSample] = field(default_factory=list)
+    server_peaks: ServerPeaks | None = None  # None: not monitored
+    cpu_samples: list[CpuSample] = field(default_factory=list)
     cpu_busiest: list[float] = field(default_factory=list)
-    cpu_summary: dict[str, float | int | None] = field(default_factory=dict)
+    cpu_summary: CpuSummary | None = None
     locust_warned_cpu: bool = False
+    log_text: str = ""
 
     def files(self) -> dict[str, str]:
         p = self.spec.prefix
@@ -107,11 +138,14 @@ class RunOutcome:
         return {k: v for k, v in names.items() if Path(v).exists()}
 
 
-def run_locust(spec: RunSpec, sample_interval: float = 0.5, monitor: bool = True) -> RunOutcome:
+def run_locust(spec: RunSpec, monitor: bool = True) -> RunOutcome:
+    """Run `spec` to its end; with `monitor`, sample the target and Locust's CPU meanwhile."""
     spec.prefix.parent.mkdir(parents=True, exist_ok=True)
     cmd = spec.command()
     log_path = Path(f"{spec.prefix}.log")
-    timeout = spec.warmup_s + spec.duration_s + spec.stop_timeout_s + _SAFETY_MARGIN_S
+    load = spec.load
+    sample_interval = load.sample_interval_s
+    timeout = load.warmup_s + load.duration_s + load.stop_timeout_s + _SAFETY_MARGIN_S
     start = time.monotonic()
     timed_out = False
     with log_path.open("wb") as log:
@@ -155,11 +189,12 @@ def run_locust(spec: RunSpec, sample_interval: float = 0.5, monitor: bool = True
         history=history(Path(f"{spec.prefix}_stats_history.csv")),
         server_samples=server.samples if server else [],
         # from the first request Locust counted, i.e. after the warm-up
-        server_peaks=server.peaks(since_wall=summary.started_at) if server else {},
+        server_peaks=server.peaks(since_wall=summary.started_at) if server else None,
         cpu_samples=cpu.samples if cpu else [],
         cpu_busiest=[s["busiest_pct"] for s in cpu_during],
-        cpu_summary=CpuSampler.summary(cpu_during),
+        cpu_summary=CpuSampler.summary(cpu_during) if cpu else None,
         locust_warned_cpu="CPU usage above" in log_text,
+        log_text=log_text,
     )
 
 

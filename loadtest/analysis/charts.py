@@ -1,10 +1,10 @@
-"""PNG charts of compare and capacity results (matplotlib, Agg backend: no display needed)."""
+"""Draw PNG charts of compare and capacity results (matplotlib, Agg backend: no display needed)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import matplotlib
 
@@ -12,8 +12,21 @@ matplotlib.use("Agg")  # before pyplot: files only, never a window
 
 import matplotlib.pyplot as plt
 
-COLORS = {"sync": "#1f77b4", "async": "#2ca02c", "offload": "#9467bd", "blocking": "#d62728"}
-PERCENTILES = (("p50_ms", "p50"), ("p95_ms", "p95"), ("p99_ms", "p99"))
+from loadtest.analysis.records import RunRecord, SearchRecord
+from services.registry import VARIANTS
+
+Percentile = Literal["p50_ms", "p95_ms", "p99_ms"]
+PERCENTILES: tuple[tuple[Percentile, str], ...] = (
+    ("p50_ms", "p50"),
+    ("p95_ms", "p95"),
+    ("p99_ms", "p99"),
+)
+
+
+def colour(variant: str) -> str:
+    """The variant's colour in every chart (services/registry.py); gray for unknown names."""
+    v = VARIANTS.get(variant)
+    return v.colour if v else "gray"
 
 
 def _log_if_wide(ax: Any, values: Sequence[float | None]) -> None:
@@ -23,13 +36,13 @@ def _log_if_wide(ax: Any, values: Sequence[float | None]) -> None:
         ax.set_yscale("log")
 
 
-def scenario_bars(scenario: str, runs: list[dict[str, Any]], path: Path) -> Path:
+def scenario_bars(scenario: str, runs: list[RunRecord], path: Path) -> Path:
     """Left: req/s per variant with the Little's-law ceiling; right: p50/p95/p99 per variant."""
     variants = [r["variant"] for r in runs]
     fig, (ax_rps, ax_lat) = plt.subplots(1, 2, figsize=(11, 4.2))
     xs = range(len(runs))
     rps = [r["stats"]["rps"] or 0 for r in runs]
-    ax_rps.bar(xs, rps, color=[COLORS.get(v, "gray") for v in variants])
+    ax_rps.bar(xs, rps, color=[colour(v) for v in variants])
     for x, run in zip(xs, runs, strict=True):
         ceil = run["ceiling"]["rps"]
         if ceil:
@@ -54,14 +67,14 @@ def scenario_bars(scenario: str, runs: list[dict[str, Any]], path: Path) -> Path
     return _save(fig, f"{scenario}: {runs[0]['users']} users, {runs[0]['duration_s']} s", path)
 
 
-def scenario_over_time(scenario: str, runs: list[dict[str, Any]], path: Path) -> Path:
+def scenario_over_time(scenario: str, runs: list[RunRecord], path: Path) -> Path:
     """p95 (solid) and p50 (dotted) over the run, from Locust's _stats_history.csv (its
     percentiles cover the last ~10 s), and req/s over the run."""
     fig, (ax_lat, ax_rps) = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True)
     values: list[float | None] = []
     for run in runs:
         rows = [h for h in run["history"] if h["p95_ms"] is not None]
-        color = COLORS.get(run["variant"], "gray")
+        color = colour(run["variant"])
         ts = [h["t"] for h in rows]
         ax_lat.plot(ts, [h["p95_ms"] for h in rows], color=color, label=f"{run['variant']} p95")
         ax_lat.plot(ts, [h["p50_ms"] for h in rows], color=color, linestyle=":")
@@ -77,14 +90,12 @@ def scenario_over_time(scenario: str, runs: list[dict[str, Any]], path: Path) ->
     return _save(fig, f"{scenario}: latency and throughput over the run (warm-up included)", path)
 
 
-def capacity_chart(
-    scenario: str, searches: list[dict[str, Any]], slo_ms: float, path: Path
-) -> Path:
+def capacity_chart(scenario: str, searches: list[SearchRecord], slo_ms: float, path: Path) -> Path:
     """req/s and p95 against users, one line per variant; the SLO as a line, knees circled."""
     fig, (ax_rps, ax_lat) = plt.subplots(2, 1, figsize=(9, 7), sharex=True)
     values: list[float | None] = [slo_ms]
     for search in searches:
-        color = COLORS.get(search["variant"], "gray")
+        color = colour(search["variant"])
         steps = search["steps"]
         users = [s["users"] for s in steps]
         ax_rps.plot(

@@ -1,4 +1,4 @@
-"""What happens around a load run: the target's /runtime and the load generator's CPU.
+"""Watch what happens around a load run: the target's /runtime and the load generator's CPU.
 
 Both samplers are threads polling every `interval` seconds; they keep every sample (for the
 results) and the peaks (for the report).
@@ -9,10 +9,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 import httpx
 import psutil
+
+from loadtest.analysis.records import CpuSample, CpuSummary, ServerPeaks, ServerSample
 
 # /runtime counts itself as in flight: the poll that reads it.
 _OWN_REQUEST = 1
@@ -29,10 +31,12 @@ RUNTIME_FIELDS: dict[str, tuple[str, ...]] = {
 def read_runtime(url: str, timeout: float = 5.0) -> dict[str, Any]:
     response = httpx.get(f"{url}/runtime", timeout=timeout)
     response.raise_for_status()
-    return response.json()
+    data: dict[str, Any] = response.json()
+    return data
 
 
-def runtime_point(data: dict[str, Any]) -> dict[str, float]:
+def runtime_point(data: dict[str, Any]) -> ServerSample:
+    """The fields kept from one /runtime answer (in_flight without the poll itself)."""
     point: dict[str, float] = {}
     for key, path in RUNTIME_FIELDS.items():
         value: Any = data
@@ -42,7 +46,7 @@ def runtime_point(data: dict[str, Any]) -> dict[str, float]:
             point[key] = float(value)
     if "in_flight" in point:
         point["in_flight"] = max(0.0, point["in_flight"] - _OWN_REQUEST)
-    return point
+    return cast(ServerSample, point)  # keys: RUNTIME_FIELDS, all ServerSample fields
 
 
 def wait_idle(url: str, timeout_s: float) -> float | None:
@@ -75,11 +79,15 @@ def cpu_unit_s(url: str, kind: str, work: int = 20, tries: int = 5) -> float | N
     return best
 
 
-class _Poller(threading.Thread):
-    def __init__(self, interval: float, sample: Callable[[], dict[str, Any]]) -> None:
+SampleT = TypeVar("SampleT", ServerSample, CpuSample)
+
+
+class _Poller(threading.Thread, Generic[SampleT]):
+    def __init__(self, interval: float, sample: Callable[[], SampleT]) -> None:
         super().__init__(daemon=True)
-        self.interval, self._sample = interval, sample
-        self.samples: list[dict[str, Any]] = []
+        self.interval = interval
+        self._sample: Callable[[], SampleT] = sample
+        self.samples: list[SampleT] = []
         self._stop_event = threading.Event()
         self._t0 = time.monotonic()
 
@@ -97,7 +105,7 @@ class _Poller(threading.Thread):
         self.join(timeout=10)
 
 
-class RuntimeSampler(_Poller):
+class RuntimeSampler(_Poller[ServerSample]):
     """GET /runtime every `interval` s; one poll at a time, so a blocked loop is not flooded."""
 
     def __init__(self, url: str, interval: float = 0.5) -> None:
@@ -106,7 +114,7 @@ class RuntimeSampler(_Poller):
         self._client = httpx.Client(timeout=max(2.0, 4 * interval))
         super().__init__(interval, self._poll)
 
-    def _poll(self) -> dict[str, Any]:
+    def _poll(self) -> ServerSample:
         try:
             response = self._client.get(f"{self.url}/runtime")
             response.raise_for_status()
@@ -120,29 +128,30 @@ class RuntimeSampler(_Poller):
         super().stop()
         self._client.close()
 
-    def peaks(self, since_wall: float | None = None) -> dict[str, float | int | None]:
+    def peaks(self, since_wall: float | None = None) -> ServerPeaks:
         """Peaks of the samples taken at `since_wall` (epoch s) or later: the measured window."""
         window = [s for s in self.samples if since_wall is None or s["wall"] >= since_wall]
-        ok = [s for s in window if s.get("ok")]
-        peaks: dict[str, float | int | None] = {
-            key: max((s[key] for s in ok if key in s), default=None) for key in RUNTIME_FIELDS
-        }
+        ok: list[dict[str, Any]] = [dict(s) for s in window if s.get("ok")]
+
+        def peak(key: str, since_t: float = 0.0) -> float | None:
+            return max((s[key] for s in ok if key in s and s["t"] >= since_t), default=None)
+
         # loop_lag_max_ms is the worst lag of the server's last window (10 s): until a window
         # has passed it may still show the previous run's lag, so only later samples count.
-        late = [
-            s["loop_lag_max_ms"]
-            for s in ok
-            if "loop_lag_max_ms" in s and s["t"] >= self.lag_window_s
-        ]
-        peaks["loop_lag_max_ms"] = max(late, default=None)
-        lags = [v for v in (peaks["loop_lag_ms"], peaks["loop_lag_max_ms"]) if v is not None]
-        peaks["loop_lag_peak_ms"] = max(lags, default=None)
-        peaks["polls_sent"] = len(window)
-        peaks["polls_answered"] = len(ok)
-        return peaks
+        lag, lag_max = peak("loop_lag_ms"), peak("loop_lag_max_ms", since_t=self.lag_window_s)
+        return ServerPeaks(
+            loop_lag_ms=lag,
+            loop_lag_max_ms=lag_max,
+            threadpool_borrowed=peak("threadpool_borrowed"),
+            db_pool_waiting=peak("db_pool_waiting"),
+            in_flight=peak("in_flight"),
+            loop_lag_peak_ms=max((v for v in (lag, lag_max) if v is not None), default=None),
+            polls_sent=len(window),
+            polls_answered=len(ok),
+        )
 
 
-class CpuSampler(_Poller):
+class CpuSampler(_Poller[CpuSample]):
     """CPU of the Locust process and its children, in % of one core (psutil's convention)."""
 
     def __init__(self, pid: int, interval: float = 0.5) -> None:
@@ -151,7 +160,7 @@ class CpuSampler(_Poller):
         self._cores = psutil.cpu_count() or 1
         super().__init__(interval, self._poll)
 
-    def _poll(self) -> dict[str, Any]:
+    def _poll(self) -> CpuSample:
         per_proc: list[float] = []
         try:
             procs = [self._root, *self._root.children(recursive=True)]
@@ -164,30 +173,32 @@ class CpuSampler(_Poller):
             except psutil.Error:
                 continue
         total = sum(per_proc)
-        return {
-            "total_pct": round(total, 1),
-            "busiest_pct": round(max(per_proc, default=0.0), 1),
-            "machine_pct": round(total / self._cores, 1),
-            "processes": len(per_proc),
-        }
+        return CpuSample(
+            total_pct=round(total, 1),
+            busiest_pct=round(max(per_proc, default=0.0), 1),
+            machine_pct=round(total / self._cores, 1),
+            processes=len(per_proc),
+            t=0.0,  # set by the poller, like wall
+            wall=0.0,
+        )
 
-    def during(self, start: float | None, end: float | None) -> list[dict[str, Any]]:
-        """Samples taken while requests ran. Locust's start-up (imports, ~1 s at 100% of a
-        core) is not load generation; psutil's first reading of a process is 0.0 anyway."""
+    def during(self, start: float | None, end: float | None) -> list[CpuSample]:
+        """Samples taken while requests ran. Locust's start-up (imports, about a second at 100%
+        of a core: the first cpu_samples of any results.json) is not load generation; psutil's
+        first reading of a process is 0.0 anyway."""
         if start is None or end is None:
             return []
         # a sample covers the interval before it: it must end after the first request
         return [s for s in self.samples[1:] if start + self.interval <= s["wall"] <= end + 1]
 
     @staticmethod
-    def summary(rest: list[dict[str, Any]]) -> dict[str, float | int | None]:
+    def summary(rest: list[CpuSample]) -> CpuSummary:
         if not rest:
             return {"peak_pct_one_core": None, "mean_pct_one_core": None, "peak_pct_machine": None}
-        totals = [s["total_pct"] for s in rest]
         return {
             "peak_pct_one_core": max(s["busiest_pct"] for s in rest),
             "mean_pct_one_core": round(sum(s["busiest_pct"] for s in rest) / len(rest), 1),
-            "peak_pct_total": max(totals),
+            "peak_pct_total": max(s["total_pct"] for s in rest),
             "peak_pct_machine": max(s["machine_pct"] for s in rest),
             "processes": max(s["processes"] for s in rest),
         }

@@ -1,0 +1,1 @@
+"""Reading and judging runs: statistics, ceilings, warnings, reports, charts, results folders."""

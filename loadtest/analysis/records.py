@@ -1,0 +1,171 @@
+"""The records that cross modules and land in results.json, typed (plain dicts at run time).
+
+TypedDicts rather than dataclasses: results.json is these very dicts, and report.md is rendered
+from results.json's data, so the types describe the file as much as the code.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NotRequired, TypedDict
+
+from loadtest.analysis.machine import Machine
+
+
+class Stats(TypedDict):
+    """A run's totals, as Locust's "Aggregated" row (analysis/locust_stats.py)."""
+
+    requests: int
+    failures: int
+    failure_pct: float | None
+    rps: float | None
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    avg_ms: float | None
+    max_ms: float | None
+    started_at: float | None  # epoch s of the first request
+    ended_at: float | None  # epoch s of the last request
+
+
+class HistoryRow(TypedDict):
+    """One "Aggregated" row of Locust's _stats_history.csv; None where Locust wrote N/A."""
+
+    t: float  # seconds since the first row
+    users: float | None
+    rps: float | None
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    requests: float | None
+
+
+class ServerSample(TypedDict, total=False):
+    """One poll of the target's /runtime (the runtime fields only when it answered)."""
+
+    ok: bool
+    t: float  # seconds since sampling started
+    wall: float  # epoch s
+    loop_lag_ms: float
+    loop_lag_max_ms: float
+    threadpool_borrowed: float
+    db_pool_waiting: float
+    in_flight: float
+
+
+class ServerPeaks(TypedDict):
+    """The highest of each /runtime field over the measured window, and how many polls answered."""
+
+    loop_lag_ms: float | None
+    loop_lag_max_ms: float | None
+    threadpool_borrowed: float | None
+    db_pool_waiting: float | None
+    in_flight: float | None
+    loop_lag_peak_ms: float | None
+    polls_sent: int
+    polls_answered: int
+
+
+class CpuSample(TypedDict):
+    """CPU of the Locust process tree at one poll, in % of one core (psutil's convention)."""
+
+    total_pct: float
+    busiest_pct: float
+    machine_pct: float
+    processes: int
+    t: float
+    wall: float
+
+
+class CpuSummary(TypedDict):
+    """Locust's CPU over the measured window; None (and no totals) when nothing was sampled."""
+
+    peak_pct_one_core: float | None
+    mean_pct_one_core: float | None
+    peak_pct_total: NotRequired[float]
+    peak_pct_machine: float | None
+    processes: NotRequired[int]
+
+
+class CeilingRecord(TypedDict):
+    rps: float | None
+    why: str
+    expected_latency_s: float | None
+    cpu_unit_ms: float
+
+
+class RunRecord(TypedDict):
+    """One measured run (orchestrate/measure.py): compare's runs, capacity's steps."""
+
+    scenario: str
+    variant: str
+    url: str
+    user_class: str
+    users: int
+    spawn_rate: float
+    duration_s: int
+    warmup_s: int
+    delay_ms: int
+    work: int
+    command: str
+    exit_code: int | None
+    timed_out: bool
+    wall_s: float
+    stats: Stats
+    ceiling: CeilingRecord
+    pct_of_ceiling: float | None
+    server_peaks: ServerPeaks
+    generator_cpu: CpuSummary
+    locust_warned_cpu: bool
+    files: dict[str, str]  # kind -> path (relative to the results folder once written)
+    history: list[HistoryRow]
+    server_samples: list[ServerSample]
+    cpu_samples: list[CpuSample]
+    generator_cpu_bound: bool
+    warnings: list[str]
+    ok: NotRequired[bool]  # capacity: within the SLO
+
+
+class SearchRecord(TypedDict):
+    """One capacity search: a scenario on a variant, step by step up to the knee."""
+
+    scenario: str
+    variant: str
+    steps: list[RunRecord]
+    stop_reason: str
+    knee_users: int | None
+    max_rps: float | None
+    knee_p95_ms: float | None
+    ceiling_at_knee: CeilingRecord | None
+
+
+class TargetInfo(TypedDict):
+    """A target as results.json records it."""
+
+    url: str
+    settings: dict[str, Any]  # its /runtime "settings", as the API sent them
+    runtime: NotRequired[dict[str, Any]]  # compare: the whole /runtime answer
+    cpu_unit_ms: NotRequired[dict[str, float]]  # compare: measured per CPU kind
+
+
+class Results(TypedDict):
+    """What compare and capacity both write to results.json (and report.md is made from)."""
+
+    kind: str
+    command: str
+    started: str  # ISO time
+    wall_s: float
+    machine: Machine
+    versions: dict[str, str]
+    options: dict[str, Any]  # the command's options, by the names results.json has always used
+    targets: dict[str, TargetInfo]
+
+
+class CompareResults(Results):
+    load_avg_1m_at_end: float
+    runs: list[RunRecord]
+    charts: dict[str, dict[str, str]]  # scenario -> chart title -> file
+
+
+class CapacityResults(Results):
+    searches: list[SearchRecord]
+    charts: dict[str, str]  # scenario -> file

@@ -1,0 +1,1 @@
+"""What Locust loads: scenarios, user classes, shapes and targets (no FastAPI, no matplotlib)."""
