@@ -6,13 +6,14 @@ import pytest
 
 from loadtest.analysis.littles_law import Limits, ceiling, demand
 from loadtest.generator.scenarios import SCENARIOS
-from services.api.contract import MIXED_ITEM_ID, MIXED_WORK
+from services.api.burn import CPU_UNIT_MS
+from services.api.shared import MIXED_ITEM_ID, MIXED_WORK
 from services.api.settings import Settings
 from services.registry import VARIANTS
 
 # What the API's /runtime says about itself, built from the API's own code: the load generator
-# keeps no copy of these defaults. (cpu_unit_ms: services/api/work.py's 1 unit ~ 1 ms.)
-CONSTANTS = {"mixed_work": MIXED_WORK, "mixed_item_id": MIXED_ITEM_ID, "cpu_unit_ms": 1.0}
+# keeps no copy of these defaults.
+CONSTANTS = {"mixed_work": MIXED_WORK, "mixed_item_id": MIXED_ITEM_ID, "cpu_unit_ms": CPU_UNIT_MS}
 
 
 def runtime(**settings: Any) -> dict[str, Any]:
