@@ -6,6 +6,9 @@ The APIs' ports are in the variant registry (services/registry.py); these are th
 from services.registry import NAMES as VARIANTS
 from services.registry import VARIANTS as _REGISTRY
 
+# VARIANTS (the registry's names, in order) is re-exported for loadtest/ and the tests.
+__all__ = ["API_PORTS", "HOST", "LOCUST_PORT", "UPSTREAM_PORT", "VARIANTS"]
+
 API_PORTS: dict[str, int] = {name: v.port for name, v in _REGISTRY.items()}
 UPSTREAM_PORT: int = 8080
 LOCUST_PORT: int = 8089
