@@ -9,6 +9,9 @@ one pre-built `GET` written on an idle keep-alive connection taken from a pool o
 the measurement, and only the status line, the headers and content-length are parsed. Send
 and receive are timestamped right at the socket (just before transport.write, first thing in
 data_received), and the client's own scheduling lag is reported next to the result.
+
+Runs natively (`make bench-upstream`): it starts the server with services.lab's process
+helpers, which the upstream image does not ship.
 """
 
 import argparse
