@@ -52,7 +52,7 @@ lint: venv ## ruff check + format check; compose.yaml against the Compose Specif
 test: venv lint ## lint, then every test against real servers (PostgreSQL, upstream, APIs)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-lab: venv ## natively: PostgreSQL, upstream, the four variants and Locust's UI; Ctrl-C stops all
+lab: venv ## natively: PostgreSQL, upstream, every variant and Locust's UI; Ctrl-C stops all
 	$(PY) -m services.lab
 
 bench-upstream: venv ## prove the mock upstream is never the bottleneck (one core, 2,000 req/s)
