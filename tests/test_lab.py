@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import psutil  # installed with pgserver
+import psutil
 import psycopg2
 import pytest
 
@@ -27,6 +27,7 @@ from services.lab.ports import API_PORTS, HOST, LOCUST_PORT, UPSTREAM_PORT
 from services.lab.postgres import (
     EmbeddedPostgres,
     apply_schema,
+    database,
     embedded_postgres,
     postgres_running,
     postmaster_pid,
@@ -487,3 +488,10 @@ def test_nested_use_of_one_datadir_is_refused(scratch_datadir: Path) -> None:
         with pytest.raises(RuntimeError, match="already open"), embedded_postgres(scratch_datadir):
             pass
         assert query_one(dsn, "select 1") == (1,)
+
+
+def test_an_external_database_is_used_as_is(database_url: str) -> None:
+    # DATABASE_URL (passed in by the entry points): no embedded server, only the schema.
+    with database(external_url=database_url) as dsn:
+        assert dsn == database_url
+        assert query_one(dsn, "select count(*) from items") == (100_000,)

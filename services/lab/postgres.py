@@ -181,13 +181,13 @@ class EmbeddedPostgres:
         with path.open("a+") as file:
             fcntl.flock(file, fcntl.LOCK_EX)  # released when the file is closed
             file.seek(0)
-            pids = [int(p) for p in file.read().split() if p.isdigit()]
-            # A user killed with SIGKILL never removed itself; forget it.
-            live = [pid for pid in pids if psutil.pid_exists(pid)]
+            # Entries are "pid:start time", so a pid reused by another program does not count:
+            # a user killed with SIGKILL never removed itself, and is forgotten here.
+            live = [int(e.split(":")[0]) for e in file.read().split() if _identity(e) == e]
             yield live
             file.seek(0)
             file.truncate()
-            file.write(" ".join(map(str, live)))
+            file.write(" ".join(filter(None, (_identity(str(pid)) for pid in live))))
 
     def _prepare(self, account: pwd.struct_passwd | None) -> None:
         self.datadir.mkdir(parents=True, exist_ok=True)
@@ -253,6 +253,15 @@ def _pidfile_line(datadir: Path, index: int) -> str | None:
     except OSError:
         return None
     return lines[index].strip() or None if len(lines) > index else None
+
+
+def _identity(entry: str) -> str | None:
+    """ "pid:start time" of the process whose pid begins `entry`, None if there is none."""
+    try:
+        pid = int(entry.split(":")[0])
+        return f"{pid}:{psutil.Process(pid).create_time():.2f}"
+    except (ValueError, psutil.Error):
+        return None
 
 
 def _bin_dir() -> Path:
