@@ -42,7 +42,7 @@ def start_server(**settings: str) -> Iterator[str]:
             unset_prefixes=("MOCK_",),
         )
         with Supervisor() as supervisor:
-            supervisor.start(server, health_timeout=10)
+            supervisor.start(server, health_timeout=30)  # 2 shared cores: boots can be slow
             yield f"http://127.0.0.1:{port}"
 
 
