@@ -3,6 +3,7 @@
 Everything binds 127.0.0.1 on free ports, so tests never collide with a running `make lab`.
 """
 
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -13,10 +14,10 @@ from typing import Protocol
 import pytest
 from fastapi.testclient import TestClient
 
-from services.lab.__main__ import api_process, upstream_process
+from services import registry
 from services.lab.netcheck import free_port
-from services.lab.ports import VARIANTS
 from services.lab.postgres import database
+from services.lab.processes import api_process, upstream_process
 from services.lab.procs import ServerProcess, Supervisor
 
 HOST = "127.0.0.1"
@@ -29,8 +30,8 @@ class StartApi(Protocol):
 @pytest.fixture(scope="session")
 def lab_tmp() -> Iterator[Path]:
     """Scratch dir for the session's datadir and server logs. Not pytest's tmp_path: run as
-    root, pgserver opens up every parent folder of its datadir, and pytest re-tightens
-    /tmp/pytest-of-root on the next run."""
+    root, the embedded PostgreSQL's account needs o+x on every parent folder of its datadir,
+    and pytest re-tightens /tmp/pytest-of-root on the next run."""
     path = Path(tempfile.mkdtemp(prefix="fastapi-lab-tests-"))
     yield path
     shutil.rmtree(path, ignore_errors=True)
@@ -39,7 +40,7 @@ def lab_tmp() -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def database_url(lab_tmp: Path) -> Iterator[str]:
     """DATABASE_URL if set, else one embedded PostgreSQL (schema + seed) for the session."""
-    with database(lab_tmp / "pgdata") as dsn:
+    with database(lab_tmp / "pgdata", external_url=os.environ.get("DATABASE_URL")) as dsn:
         yield dsn
 
 
@@ -77,9 +78,9 @@ def start_upstream(lab_tmp: Path) -> Iterator[Callable[..., str]]:
 
 @pytest.fixture(scope="session")
 def lab_apis(database_url: str, upstream_url: str, lab_tmp: Path) -> Iterator[dict[str, str]]:
-    """The four variants with default settings, started once for the session."""
+    """Every registry variant with default settings, started once for the session."""
     env: dict[str, object] = {"DATABASE_URL": database_url, "UPSTREAM_URL": upstream_url}
-    started = {v: _api_process(lab_tmp, v, env) for v in VARIANTS}
+    started = {v: _api_process(lab_tmp, v, env) for v in registry.NAMES}
     with Supervisor() as supervisor:
         supervisor.start(*(proc for proc, _ in started.values()), health_timeout=60.0)
         yield {variant: url for variant, (_, url) in started.items()}

@@ -9,20 +9,32 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import psutil  # installed with pgserver
+import psutil
 import psycopg2
 import pytest
 
-from services.lab.__main__ import main, url_table
-from services.lab.netcheck import PortBusyError, ensure_ports_free, free_port, port_is_free
-from services.lab.ports import API_PORTS, HOST, LOCUST_PORT, UPSTREAM_PORT, VARIANTS
+from services import registry
+from services.lab.__main__ import main, parse_args
+from services.lab.netcheck import (
+    PortBusyError,
+    ServerError,
+    ensure_ports_free,
+    free_port,
+    port_is_free,
+    wait_healthy,
+)
+from services.lab.ports import API_PORTS, HOST, LOCUST_PORT, UPSTREAM_PORT
 from services.lab.postgres import (
+    EmbeddedPostgres,
     apply_schema,
+    database,
     embedded_postgres,
     postgres_running,
     postmaster_pid,
 )
-from services.lab.procs import ServerError, ServerProcess, Supervisor
+from services.lab.processes import api_process, planned_ports, url_table
+from services.lab.procs import ServerProcess, Supervisor
+from services.lab.sysinfo import cpu_model, cpu_pressure_s
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,6 +61,16 @@ def query_one(dsn: str, sql: str) -> tuple[object, ...]:
             row = cur.fetchone()
             assert row is not None
             return tuple(row)
+    finally:
+        conn.close()
+
+
+def execute(dsn: str, sql: str) -> None:
+    conn = psycopg2.connect(dsn)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(sql)
     finally:
         conn.close()
 
@@ -95,9 +117,32 @@ def scratch_datadir(lab_tmp: Path) -> Iterator[Path]:
 
 
 def test_fixed_ports_are_distinct() -> None:
-    assert tuple(API_PORTS) == VARIANTS
+    assert API_PORTS == {name: v.port for name, v in registry.VARIANTS.items()}
     ports = [*API_PORTS.values(), UPSTREAM_PORT, LOCUST_PORT]
     assert len(set(ports)) == len(ports)
+
+
+def test_every_registry_variant_is_planned_by_default() -> None:
+    args = parse_args([])
+    assert tuple(args.variants) == registry.NAMES and args.locust
+    ports = planned_ports(args.variants)
+    assert ports == {
+        "upstream": UPSTREAM_PORT,
+        **{f"api-{name}": v.port for name, v in registry.VARIANTS.items()},
+        "locust": LOCUST_PORT,
+    }
+    # Given in any order, variants come back in the registry's order.
+    assert parse_args(["--variants", ",".join(reversed(registry.NAMES))]).variants == list(
+        registry.NAMES
+    )
+
+
+@pytest.mark.parametrize("variant", registry.NAMES)
+def test_api_process_uses_the_registry_port(variant: str) -> None:
+    proc = api_process(variant)
+    port = registry.VARIANTS[variant].port
+    assert proc.env["API_VARIANT"] == variant and proc.env["API_PORT"] == str(port)
+    assert proc.health_url == f"http://{HOST}:{port}/healthz"
 
 
 def test_busy_port_is_named() -> None:
@@ -132,11 +177,13 @@ def test_unknown_variant_is_rejected() -> None:
 
 
 def test_url_table_lists_every_url() -> None:
-    table = url_table(["sync", "offload"], "postgresql://postgres:@/postgres?host=/x")
-    for port in (8001, 8003):
+    shown, hidden = ["sync", "offload"], [v for v in registry.NAMES if v not in ("sync", "offload")]
+    table = url_table(shown, "postgresql://postgres:@/postgres?host=/x")
+    for variant in shown:
         for path in ("docs", "runtime", "metrics"):
-            assert f"http://127.0.0.1:{port}/{path}" in table
-    assert "8002" not in table
+            assert f"http://127.0.0.1:{registry.VARIANTS[variant].port}/{path}" in table
+    for variant in hidden:
+        assert str(registry.VARIANTS[variant].port) not in table
     assert "postgresql://postgres:@/postgres?host=/x" in table
     assert f"{LOCUST_PORT} reserved" in table
 
@@ -234,6 +281,62 @@ def test_restart_after_postmaster_was_killed(scratch_datadir: Path) -> None:
     assert postmasters_for(scratch_datadir) == []
 
 
+def test_restart_keeps_the_data_and_serves_again(scratch_datadir: Path) -> None:
+    # The "db-restart" drill: stop and start the same data directory under a running block.
+    with embedded_postgres(scratch_datadir) as dsn:
+        execute(
+            dsn,
+            "drop table if exists drill; create table drill (n int); insert into drill values (1)",
+        )
+        server = EmbeddedPostgres(scratch_datadir)
+        before = postmaster_pid(scratch_datadir)
+        server.stop()
+        assert not server.running() and before is not None and not postgres_running(before)
+        assert server.restart() == dsn
+        assert server.running() and postmaster_pid(scratch_datadir) != before
+        assert query_one(dsn, "select count(*) from drill") == (1,)
+        execute(dsn, "drop table drill")
+    assert postmasters_for(scratch_datadir) == []
+
+
+def test_dsn_is_a_unix_socket_in_the_datadir(scratch_datadir: Path) -> None:
+    with embedded_postgres(scratch_datadir) as dsn:
+        assert dsn == f"postgresql://postgres:@/postgres?host={scratch_datadir.resolve()}"
+        assert (scratch_datadir / ".s.PGSQL.5432").is_socket()
+
+
+def test_server_stays_up_while_another_process_uses_it(scratch_datadir: Path) -> None:
+    # Only the last user of a data directory stops its server.
+    code = (
+        "import sys, time; from pathlib import Path\n"
+        "from services.lab.postgres import embedded_postgres\n"
+        "with embedded_postgres(Path(sys.argv[1])) as dsn:\n"
+        "    print(dsn, flush=True); sys.stdin.readline()\n"
+    )
+    other = subprocess.Popen(
+        [sys.executable, "-c", code, str(scratch_datadir)],
+        cwd=REPO_ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert other.stdin is not None and other.stdout is not None
+    try:
+        dsn = other.stdout.readline().strip()
+        with embedded_postgres(scratch_datadir) as mine:
+            assert mine == dsn
+        assert query_one(dsn, "select 1") == (1,)  # still up: the other process holds it
+        other.stdin.write("\n")
+        other.stdin.flush()
+        assert other.wait(timeout=30) == 0
+        assert postmasters_for(scratch_datadir) == []  # the last one out stopped it
+    finally:
+        other.kill()
+        other.wait()
+        other.stdin.close()
+        other.stdout.close()
+
+
 # --- server processes ---------------------------------------------------------------------
 
 
@@ -304,6 +407,38 @@ def test_wait_healthy_fails_fast_with_log_tail(tmp_path: Path) -> None:
     assert "invalid setting API_PORT" in str(excinfo.value)
 
 
+def test_wait_healthy_without_a_process_times_out() -> None:
+    url = f"http://{HOST}:{free_port()}/healthz"
+    started = time.monotonic()
+    with pytest.raises(ServerError, match="not healthy after 1s"):
+        wait_healthy(url, timeout=1.0)
+    assert time.monotonic() - started < 5
+
+
+def test_unset_prefixes_hide_inherited_variables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MOCK_LATENCY_MS", "999")
+    monkeypatch.setenv("LAB_KEPT", "yes")
+    code = "import os; print(os.environ.get('MOCK_LATENCY_MS'), os.environ.get('LAB_KEPT'))"
+    proc = ServerProcess(
+        "env",
+        [sys.executable, "-c", code],
+        log_path=tmp_path / "env.log",
+        unset_prefixes=("MOCK_",),
+    )
+    proc.start()
+    assert wait_until(lambda: not proc.is_running())
+    proc.stop()
+    assert proc.log_tail() == "None yes"
+
+
+def test_sysinfo_reads_the_machine() -> None:
+    assert cpu_model().strip()
+    pressure = cpu_pressure_s()
+    assert pressure != pressure or pressure >= 0  # NaN where the kernel has no PSI
+
+
 def test_supervisor_stops_everything_when_a_start_fails(tmp_path: Path) -> None:
     good = forking_server(tmp_path, "good")
     bad = ServerProcess(
@@ -353,3 +488,10 @@ def test_nested_use_of_one_datadir_is_refused(scratch_datadir: Path) -> None:
         with pytest.raises(RuntimeError, match="already open"), embedded_postgres(scratch_datadir):
             pass
         assert query_one(dsn, "select 1") == (1,)
+
+
+def test_an_external_database_is_used_as_is(database_url: str) -> None:
+    # DATABASE_URL (passed in by the entry points): no embedded server, only the schema.
+    with database(external_url=database_url) as dsn:
+        assert dsn == database_url
+        assert query_one(dsn, "select count(*) from items") == (100_000,)

@@ -3,9 +3,9 @@
 import asyncio
 import contextlib
 import os
-import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,14 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from services.lab.netcheck import free_port
+from services.lab.procs import ServerProcess, Supervisor
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def server_env(**settings: str) -> dict[str, str]:
@@ -30,38 +26,24 @@ def server_env(**settings: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def start_server(**settings: str) -> Iterator[str]:
-    """Run the upstream on a free port until the generator is closed; yield its base URL."""
+    """Run the upstream on a free port until the block ends; yield its base URL. The shell's
+    MOCK_* variables are not passed on: each test sees only the settings it gives."""
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.upstream"],
-        cwd=ROOT,
-        env=server_env(port=str(port), **settings),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"upstream exited {proc.returncode}: {proc.communicate()[1]!r}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("upstream did not become healthy within 10 s")
-            time.sleep(0.05)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
+    env = {"MOCK_HOST": "127.0.0.1", "MOCK_PORT": str(port)}
+    env |= {f"MOCK_{k.upper()}": v for k, v in settings.items()}
+    with tempfile.TemporaryDirectory(prefix="upstream-test-") as logs:
+        server = ServerProcess(
+            name="upstream",
+            cmd=[sys.executable, "-m", "services.upstream"],
+            env=env,
+            health_url=f"http://127.0.0.1:{port}/healthz",
+            log_path=Path(logs) / "upstream.log",
+            cwd=ROOT,
+            unset_prefixes=("MOCK_",),
+        )
+        with Supervisor() as supervisor:
+            supervisor.start(server, health_timeout=30)  # 2 shared cores: boots can be slow
+            yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")
@@ -219,3 +201,29 @@ def test_bad_setting_stops_start_up(name: str, value: str) -> None:
     assert result.returncode == 2
     assert f"invalid setting {name}:" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_bench_cpu_counters() -> None:
+    from services.upstream.bench import machine_busy_s, pct, proc_cpu_s
+
+    sum(i * i for i in range(200_000))  # burn a little CPU so the counters move
+    assert proc_cpu_s(os.getpid()) > 0
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    assert proc_cpu_s(int(gone.stdout)) != proc_cpu_s(int(gone.stdout))  # NaN: exited
+    assert machine_busy_s() > 0
+    assert pct([1.0, 2.0, 3.0, 4.0], 50) == 2.0 and pct([1.0, 2.0, 3.0, 4.0], 100) == 4.0
+
+
+def test_bench_quick_run_passes() -> None:
+    # A short, lenient run (2 cores shared with other work): it proves the benchmark starts
+    # the server, drives it, judges the run and stops the server, not the upstream's numbers.
+    result = subprocess.run(
+        [sys.executable, "-m", "services.upstream.bench", "--rate", "100", "--delay-ms", "100",
+         "--duration", "1", "--sanity-duration", "0", "--min-inflight", "5",
+         "--max-p99-ms", "1000", "--min-rate-ratio", "0.5", "--no-pin"],
+        cwd=ROOT, env=server_env(error_rate="1.0"), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "RESULT: PASS" in result.stdout
+    assert "errors 0" in result.stdout  # the shell's MOCK_ERROR_RATE=1 did not reach it

@@ -8,27 +8,32 @@ reaches all variants.
 """
 
 import argparse
+import os
 import signal
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack
-from pathlib import Path
 from types import FrameType
 
-from services.lab.netcheck import PortBusyError, ensure_ports_free
-from services.lab.ports import API_PORTS, HOST, LOCUST_PORT, UPSTREAM_PORT, VARIANTS
+from services import registry
+from services.lab.netcheck import PortBusyError, ServerError, ensure_ports_free
+from services.lab.ports import HOST, LOCUST_PORT
 from services.lab.postgres import database
-from services.lab.procs import ServerError, ServerProcess, Supervisor
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-LOG_DIR = REPO_ROOT / ".lab" / "logs"
-UPSTREAM_URL = f"http://{HOST}:{UPSTREAM_PORT}"
-LOCUST_URL = f"http://{HOST}:{LOCUST_PORT}"
-# The users and the shapes, so the web UI's class picker offers both (see loadtest/shapes.py).
-LOCUSTFILES = "loadtest/locustfile.py,loadtest/shapes.py"
-LOCUST_CONF = "loadtest/locust.conf"
-# Generous: on 2 cores four Python servers (some forking gunicorn workers) boot at once.
+# Re-exported for tests/test_locust.py until it imports services.lab.processes itself.
+from services.lab.processes import (
+    api_process,
+    locust_process,
+    planned_ports,
+    upstream_process,
+    url_table,
+)
+from services.lab.procs import Supervisor
+
+__all__ = ["locust_process", "main", "parse_args", "planned_ports", "url_table"]
+
+# Generous: on 2 cores every variant's server (some forking gunicorn workers) boots at once.
 HEALTH_TIMEOUT = 60.0
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -40,8 +45,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--variants",
         type=_variant_list,
-        default=list(VARIANTS),
-        help=f"comma-separated subset of {','.join(VARIANTS)} (default: all)",
+        default=list(registry.NAMES),
+        help=f"comma-separated subset of {','.join(registry.NAMES)} (default: all)",
     )
     parser.add_argument(
         "--no-locust",
@@ -54,99 +59,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def _variant_list(value: str) -> list[str]:
     names = [name.strip() for name in value.split(",") if name.strip()]
-    unknown = sorted(set(names) - set(VARIANTS))
+    unknown = sorted(set(names) - set(registry.NAMES))
     if unknown or not names:
         raise argparse.ArgumentTypeError(
             f"unknown variant(s) {', '.join(unknown) or '(none given)'}; "
-            f"choose from {','.join(VARIANTS)}"
+            f"choose from {','.join(registry.NAMES)}"
         )
-    # Keep the canonical order so the table always reads the same.
-    return [name for name in VARIANTS if name in names]
-
-
-def planned_ports(variants: Sequence[str], locust: bool = True) -> dict[str, int]:
-    ports = {"upstream": UPSTREAM_PORT, **{f"api-{v}": API_PORTS[v] for v in variants}}
-    return {**ports, "locust": LOCUST_PORT} if locust else ports
-
-
-def upstream_process(
-    port: int = UPSTREAM_PORT, log_dir: Path = LOG_DIR, **env: object
-) -> ServerProcess:
-    """`python -m services.upstream` on `port`; env adds MOCK_* settings."""
-    return ServerProcess(
-        name="upstream",
-        cmd=[sys.executable, "-m", "services.upstream"],
-        env={"MOCK_HOST": HOST, "MOCK_PORT": str(port), **{k: str(v) for k, v in env.items()}},
-        health_url=f"http://{HOST}:{port}/healthz",
-        log_path=log_dir / f"upstream-{port}.log",
-        cwd=REPO_ROOT,
-    )
-
-
-def api_process(
-    variant: str, port: int | None = None, log_dir: Path = LOG_DIR, **env: object
-) -> ServerProcess:
-    """`python -m services.api` for one variant (on its lab port by default); env adds settings."""
-    port = port or API_PORTS[variant]
-    return ServerProcess(
-        name=f"api-{variant}",
-        cmd=[sys.executable, "-m", "services.api"],
-        env={
-            "API_VARIANT": variant,
-            "API_HOST": HOST,
-            "API_PORT": str(port),
-            "UPSTREAM_URL": UPSTREAM_URL,
-            **{k: str(v) for k, v in env.items()},
-        },
-        health_url=f"http://{HOST}:{port}/healthz",
-        log_path=log_dir / f"api-{variant}-{port}.log",
-        cwd=REPO_ROOT,
-    )
-
-
-def locust_process(
-    port: int = LOCUST_PORT,
-    log_dir: Path = LOG_DIR,
-    targets: Mapping[str, str] | None = None,
-    variant: str = "async",
-) -> ServerProcess:
-    """The Locust web UI (users + shapes, class picker on) on `port`; `targets` (variant -> URL,
-    default: the lab's own ports) becomes its LAB_TARGETS, so the variant dropdown reaches this
-    lab whatever LAB_TARGETS the shell has; `variant` is the dropdown's initial choice."""
-    targets = targets or {v: f"http://{HOST}:{p}" for v, p in API_PORTS.items()}
-    cmd = [
-        sys.executable, "-m", "locust", "--config", LOCUST_CONF, "-f", LOCUSTFILES,
-        "--class-picker", "--web-host", HOST, "--web-port", str(port), "--variant", variant,
-    ]  # fmt: skip
-    return ServerProcess(
-        name="locust",
-        cmd=cmd,
-        env={"LAB_TARGETS": ",".join(f"{v}={url}" for v, url in targets.items())},
-        health_url=f"http://{HOST}:{port}/",
-        log_path=log_dir / f"locust-{port}.log",
-        cwd=REPO_ROOT,  # the locustfiles import loadtest.* and services.* from the repository
-    )
-
-
-def url_table(variants: Sequence[str], dsn: str, locust: bool = False) -> str:
-    rows: list[tuple[str, str]] = []
-    if locust:
-        locust_row = ("locust", f"{LOCUST_URL}  (pick a variant, a scenario, a shape; Start)")
-    else:
-        locust_row = ("locust", f"port {LOCUST_PORT} reserved (not started: --no-locust)")
-    for variant in variants:
-        base = f"http://{HOST}:{API_PORTS[variant]}"
-        rows.append((f"api {variant}", f"{base}/docs"))
-        rows.extend(("", f"{base}/{path}") for path in ("runtime", "metrics"))
-    rows += [
-        ("upstream", UPSTREAM_URL),
-        ("database", dsn),
-        locust_row,
-        ("logs", str(LOG_DIR.relative_to(REPO_ROOT)) + "/"),
-    ]
-    width = max(len(name) for name, _ in rows)
-    lines = [f"  {name:<{width}}  {value}" for name, value in rows]
-    return "\n".join(["", "FastAPI concurrency lab is up:", *lines, "", "Ctrl-C stops it.", ""])
+    # Keep the registry's order so the table always reads the same.
+    return [name for name in registry.NAMES if name in names]
 
 
 def run(variants: Sequence[str], locust: bool = True) -> None:
@@ -154,7 +74,7 @@ def run(variants: Sequence[str], locust: bool = True) -> None:
     with ExitStack() as stack:
         try:
             print("lab: starting PostgreSQL ...", flush=True)
-            dsn = stack.enter_context(database())
+            dsn = stack.enter_context(database(external_url=os.environ.get("DATABASE_URL")))
             supervisor = stack.enter_context(Supervisor())
             print("lab: starting upstream ...", flush=True)
             supervisor.start(upstream_process(), health_timeout=HEALTH_TIMEOUT)

@@ -1,12 +1,30 @@
-"""Checks that TCP ports are free before servers try (and fail late) to bind them."""
+"""Loopback checks around the lab's servers: is a port free, does a server answer healthy."""
 
 import errno
 import socket
+import time
 from collections.abc import Mapping
+from typing import Protocol
+
+import httpx
 
 
 class PortBusyError(RuntimeError):
     """A port the lab needs is already taken by some other process."""
+
+
+class ServerError(RuntimeError):
+    """A server exited early or never became healthy; the message carries its log tail."""
+
+
+class Watched(Protocol):
+    """What wait_healthy needs of a server process to fail fast (procs.ServerProcess)."""
+
+    @property
+    def name(self) -> str: ...
+    def is_running(self) -> bool: ...
+    def returncode(self) -> int | None: ...
+    def log_tail(self, lines: int = 30) -> str: ...
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -40,3 +58,30 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def wait_healthy(url: str, timeout: float = 30.0, proc: Watched | None = None) -> None:
+    """Poll `url` until it answers 200, else raise ServerError. With `proc`, fail as soon as
+    it exits, quoting its log tail (a crash at start-up must not cost the whole timeout)."""
+    deadline = time.monotonic() + timeout
+    last = "no attempt yet"
+    # trust_env=False: an HTTP(S)_PROXY in the environment must not intercept loopback.
+    with httpx.Client(timeout=2.0, trust_env=False) as client:
+        while True:
+            if proc is not None and not proc.is_running():
+                raise ServerError(
+                    f"{proc.name} exited with status {proc.returncode()} before {url} "
+                    f"was healthy; last log lines:\n{proc.log_tail()}"
+                )
+            try:
+                response = client.get(url)
+                if response.status_code == 200:
+                    return
+                last = f"HTTP {response.status_code}"
+            except httpx.HTTPError as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            if time.monotonic() >= deadline:
+                tail = f"; last log lines:\n{proc.log_tail()}" if proc is not None else ""
+                name = proc.name if proc is not None else url
+                raise ServerError(f"{name} not healthy after {timeout:.0f}s ({url}: {last}){tail}")
+            time.sleep(0.1)

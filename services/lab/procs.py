@@ -19,9 +19,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
-import httpx
+import psutil
+
+from services.lab.netcheck import ServerError, wait_healthy
 
 _PR_SET_PDEATHSIG = 1
+_GONE = (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
 
 
@@ -35,10 +38,6 @@ def _die_with_parent(parent_pid: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-class ServerError(RuntimeError):
-    """A server exited early or never became healthy; the message carries its log tail."""
-
-
 @dataclass
 class ServerProcess:
     """One server command, started in a new session so its whole process group can be
@@ -50,6 +49,9 @@ class ServerProcess:
     health_url: str | None = None
     log_path: Path | None = None  # None: inherit the runner's stdout/stderr
     cwd: Path | None = None
+    # Prefixes of inherited variables the server must not see, e.g. ("MOCK_",) so that a
+    # benchmark or a test measures the upstream's defaults whatever the shell exports.
+    unset_prefixes: tuple[str, ...] = ()
     _popen: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _log: IO[bytes] | None = field(default=None, init=False, repr=False)
     # Set once the group is confirmed gone: never signal it again, its pgid may be reused.
@@ -58,7 +60,7 @@ class ServerProcess:
     def start(self) -> None:
         if self._popen is not None:
             raise RuntimeError(f"{self.name} already started")
-        env = dict(os.environ)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(self.unset_prefixes)}
         # Python servers block-buffer stdout into a file; unbuffered keeps logs live.
         env.setdefault("PYTHONUNBUFFERED", "1")
         env.update(self.env)
@@ -170,53 +172,15 @@ def _wait_groups_gone(procs: list[ServerProcess], deadline: float) -> None:
 
 
 def _group_alive(pgid: int) -> bool:
-    proc_root = Path("/proc")
-    if not proc_root.is_dir():
-        # No procfs (macOS): kill(0) also counts zombies, an acceptable approximation.
+    """True while a process of group `pgid` exists that is not a zombie: orphaned zombies
+    no longer run, they only wait for a (possibly lazy) init to reap them."""
+    for pid in psutil.pids():
         try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    for stat in proc_root.glob("[0-9]*/stat"):
-        try:
-            data = stat.read_text()
-        except OSError:  # the process exited while we scanned
+            if os.getpgid(pid) == pgid and psutil.Process(pid).status() not in _GONE:
+                return True
+        except (OSError, psutil.Error):  # exited while we scanned, or not ours to inspect
             continue
-        # "pid (comm) state ppid pgrp ...": comm may contain spaces and parentheses.
-        fields = data[data.rfind(")") + 2 :].split()
-        # Zombies no longer run; orphaned ones wait for a (possibly lazy) init to reap them.
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            return True
     return False
-
-
-def wait_healthy(url: str, timeout: float = 30.0, proc: ServerProcess | None = None) -> None:
-    """Poll `url` until it answers 200. Fail fast if `proc` exits, quoting its log tail."""
-    deadline = time.monotonic() + timeout
-    last = "no attempt yet"
-    # trust_env=False: an HTTP(S)_PROXY in the environment must not intercept loopback.
-    with httpx.Client(timeout=2.0, trust_env=False) as client:
-        while True:
-            if proc is not None and not proc.is_running():
-                raise ServerError(
-                    f"{proc.name} exited with status {proc.returncode()} before {url} "
-                    f"was healthy; last log lines:\n{proc.log_tail()}"
-                )
-            try:
-                response = client.get(url)
-                if response.status_code == 200:
-                    return
-                last = f"HTTP {response.status_code}"
-            except httpx.HTTPError as exc:
-                last = f"{type(exc).__name__}: {exc}"
-            if time.monotonic() >= deadline:
-                tail = f"; last log lines:\n{proc.log_tail()}" if proc is not None else ""
-                name = proc.name if proc is not None else url
-                raise ServerError(f"{name} not healthy after {timeout:.0f}s ({url}: {last}){tail}")
-            time.sleep(0.1)
 
 
 class Supervisor:

@@ -78,8 +78,10 @@ ERROR_503 = json_response(503, {"detail": "mock upstream error", "status": 503})
 
 # Garbage collection schedule (see UpstreamApp.lifespan).
 GC_CHECK_S = 30.0
-# Measured pauses: ~0.1 ms idle, ~25 ms with 7,000 idle connections, ~75 ms with 6,000
-# requests in flight. "Nearly idle" keeps the number of requests such a pause delays small.
+# Measured pauses (2 cores): ~0.1 ms idle, ~25 ms with 7,000 idle connections, ~75 ms with
+# 6,000 requests in flight. "Nearly idle" keeps the number of requests such a pause delays
+# small. To re-measure: set GC_CHECK_S = 1 and GC_IDLE_IN_FLIGHT = 10**9 (collect every
+# second whatever the load), run `python -m services.upstream.bench`, read gc_last_ms on /stats.
 GC_IDLE_IN_FLIGHT = 100
 GC_MAX_INTERVAL_S = 600.0  # under sustained load, collect anyway (one pause every 10 min)
 
@@ -286,7 +288,8 @@ class UpstreamApp:
                 # thousands of requests in flight (a task, a coroutine, a scope, uvicorn's
                 # per-request objects each) that stalls the loop for ~100 ms every few
                 # seconds, 20x the 5 ms latency budget. Requests are freed by reference counting
-                # (measured: ~100 cyclic objects left after 37,000 requests), so the
+                # (measured: ~100 cyclic objects left after 37,000 requests; gc.collect()
+                # returns that count, e.g. from collect_garbage after a bench run), so the
                 # automatic collector is off and full collections run when nearly idle.
                 gc.freeze()  # start-up objects live forever: never scan them again
                 gc.disable()

@@ -9,6 +9,9 @@ one pre-built `GET` written on an idle keep-alive connection taken from a pool o
 the measurement, and only the status line, the headers and content-length are parsed. Send
 and receive are timestamped right at the socket (just before transport.write, first thing in
 data_received), and the client's own scheduling lag is reported next to the result.
+
+Runs natively (`make bench-upstream`): it starts the server with services.lab's process
+helpers, which the upstream image does not ship.
 """
 
 import argparse
@@ -21,9 +24,7 @@ import os
 import platform
 import resource
 import shlex
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from collections import deque
@@ -31,7 +32,12 @@ from dataclasses import dataclass, field
 from importlib.metadata import version
 from typing import cast
 
+import psutil
 import uvloop
+
+from services.lab.netcheck import free_port
+from services.lab.procs import ServerProcess
+from services.lab.sysinfo import cpu_model, cpu_pressure_s
 
 perf = time.perf_counter
 
@@ -85,7 +91,8 @@ class Conn(asyncio.Protocol):
     def send(self, phase: Phase, request: bytes) -> float:
         self.phase = phase
         self.t_send = t = perf()
-        self.transport.write(request)  # type: ignore[union-attr]  # only idle, open ones
+        assert self.transport is not None  # only idle, open connections are handed out
+        self.transport.write(request)
         return t
 
     def data_received(self, data: bytes) -> None:
@@ -229,34 +236,20 @@ def summary(values: list[float]) -> str:
 
 
 def proc_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process (Linux /proc), or NaN elsewhere."""
+    """User + system CPU seconds of a process, or NaN if it is gone."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
         return math.nan
+    return times.user + times.system
 
 
 def machine_busy_s() -> float:
-    """CPU seconds all CPUs spent busy since boot (Linux /proc/stat), or NaN."""
-    try:
-        with open("/proc/stat") as f:
-            user, nice, system, _idle, _iowait, irq, softirq, steal = map(
-                int, f.readline().split()[1:9]
-            )
-        return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError):
-        return math.nan
-
-
-def cpu_pressure_s() -> float:
-    """Seconds some runnable task waited for a CPU since boot (Linux PSI), or NaN."""
-    try:
-        with open("/proc/pressure/cpu") as f:
-            return int(f.readline().rsplit("total=", 1)[1]) / 1e6
-    except (OSError, IndexError, ValueError):
-        return math.nan
+    """CPU seconds all CPUs spent busy (neither idle nor waiting for I/O) since boot."""
+    t = psutil.cpu_times()
+    # Named by field: which ones exist depends on the platform (irq, softirq, steal: Linux).
+    busy = ("user", "nice", "system", "irq", "softirq", "steal")
+    return sum(float(getattr(t, name, 0.0)) for name in busy)
 
 
 def cpu_snapshot(server_pid: int) -> dict[str, float]:
@@ -268,17 +261,6 @@ def cpu_snapshot(server_pid: int) -> dict[str, float]:
     }
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def raise_nofile(needed: int) -> int:
     """Raise the soft open-files limit towards `needed`; return the new soft limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -286,29 +268,6 @@ def raise_nofile(needed: int) -> int:
         soft = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     return soft
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_healthy(proc: subprocess.Popen[bytes], host: str, port: int, limit_s: float) -> None:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"upstream exited with code {proc.returncode}")
-        try:
-            with socket.create_connection((host, port), timeout=1) as s:
-                s.sendall(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
-                if s.recv(100).startswith(b"HTTP/1.1 200"):
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"upstream not healthy after {limit_s} s")
 
 
 def report(
@@ -340,7 +299,7 @@ def report(
         f"max {max(phase.tick_lag_ms, default=math.nan):.2f}; pool empty {phase.pool_empty}x"
     )
     wall = end - start
-    # /proc/stat and per-process counters tick at different moments: clamp small negatives.
+    # System-wide and per-process CPU counters tick at different moments: clamp small negatives.
     others = max(0.0, cpu["machine"] - cpu["server"] - cpu["client"]) / wall
     print(
         f"  CPU over {wall:.1f} s, in % of one core: server {cpu['server'] / wall:.0%}, "
@@ -478,37 +437,37 @@ def main(argv: list[str] | None = None) -> int:
     pin = not args.no_pin and len(cpus) >= 2 and hasattr(os, "sched_setaffinity")
 
     port = free_port(args.host)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MOCK_")}
-    env |= {"MOCK_HOST": args.host, "MOCK_PORT": str(port)}
-    server_cmd = [sys.executable, "-m", "services.upstream"]
+    server = ServerProcess(
+        name="upstream",
+        cmd=[sys.executable, "-m", "services.upstream"],
+        env={"MOCK_HOST": args.host, "MOCK_PORT": str(port)},
+        health_url=f"http://{args.host}:{port}/healthz",
+        # The shell's MOCK_* would change what is measured: the server runs on its defaults.
+        unset_prefixes=("MOCK_",),
+    )
     print(f"command: {command}")
     print(
         f"machine: {os.cpu_count()} CPUs ({cpu_model()}), {platform.system()} "
         f"{platform.release()}, Python {platform.python_version()}, uvloop {version('uvloop')}, "
         f"uvicorn {version('uvicorn')}; RLIMIT_NOFILE {nofile}"
     )
-    proc = subprocess.Popen(server_cmd, env=env, stdin=subprocess.DEVNULL)
+    server.start()
     try:
         if pin:
-            os.sched_setaffinity(proc.pid, {cpus[0]})
+            os.sched_setaffinity(server.pid, {cpus[0]})
             os.sched_setaffinity(0, {cpus[1]})
             where = f"server pinned to CPU {cpus[0]}, load generator pinned to CPU {cpus[1]}"
         else:
             where = "no CPU pinning (" + ("--no-pin" if args.no_pin else "needs 2 CPUs") + ")"
-        print(f"server: MOCK_HOST={args.host} MOCK_PORT={port} {shlex.join(server_cmd)}")
+        print(f"server: MOCK_HOST={args.host} MOCK_PORT={port} {shlex.join(server.cmd)}")
         print(f"pinning: {where}", flush=True)
-        wait_healthy(proc, args.host, port, 15)
-        passed = uvloop.run(bench(args, proc.pid, port))
+        server.wait_healthy(15)
+        passed = uvloop.run(bench(args, server.pid, port))
     except (OSError, RuntimeError, TimeoutError) as exc:
         print(f"benchmark failed: {exc!r}", file=sys.stderr)
         passed = False
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        server.stop(timeout=10)
     print(f"RESULT: {'PASS' if passed else 'FAIL'}")
     return 0 if passed else 1
 
