@@ -7,8 +7,8 @@ import pytest
 from loadtest.analysis.littles_law import Limits, ceiling, demand
 from loadtest.generator.scenarios import SCENARIOS
 from services.api.burn import CPU_UNIT_MS
-from services.api.shared import MIXED_ITEM_ID, MIXED_WORK
 from services.api.settings import Settings
+from services.api.shared import MIXED_ITEM_ID, MIXED_WORK
 from services.registry import VARIANTS
 
 # What the API's /runtime says about itself, built from the API's own code: the load generator

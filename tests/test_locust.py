@@ -26,9 +26,10 @@ import pytest
 from loadtest.generator.scenarios import SCENARIOS, Scenario
 from loadtest.generator.targets import load_targets
 from loadtest.orchestrate.run import Load, RunSpec
-from services.lab.__main__ import locust_process, parse_args, planned_ports, url_table
+from services.lab.__main__ import parse_args
 from services.lab.netcheck import free_port
 from services.lab.ports import LOCUST_PORT
+from services.lab.processes import locust_process, planned_ports, url_table
 from services.lab.procs import Supervisor
 from services.registry import NAMES as VARIANTS
 from services.registry import VARIANTS as REGISTRY

@@ -5,10 +5,11 @@ from __future__ import annotations
 import platform
 import sys
 from importlib import metadata
-from pathlib import Path
 from typing import TypedDict
 
 import psutil
+
+from services.lab.sysinfo import cpu_model
 
 PACKAGES = (
     "locust",
@@ -24,16 +25,6 @@ PACKAGES = (
     "anyio",
     "matplotlib",
 )
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 class Machine(TypedDict):

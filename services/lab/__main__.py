@@ -20,8 +20,6 @@ from services import registry
 from services.lab.netcheck import PortBusyError, ServerError, ensure_ports_free
 from services.lab.ports import HOST, LOCUST_PORT
 from services.lab.postgres import database
-
-# Re-exported for tests/test_locust.py until it imports services.lab.processes itself.
 from services.lab.processes import (
     api_process,
     locust_process,
@@ -30,8 +28,6 @@ from services.lab.processes import (
     url_table,
 )
 from services.lab.procs import Supervisor
-
-__all__ = ["locust_process", "main", "parse_args", "planned_ports", "url_table"]
 
 # Generous: on 2 cores every variant's server (some forking gunicorn workers) boots at once.
 HEALTH_TIMEOUT = 60.0
