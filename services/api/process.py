@@ -59,6 +59,7 @@ class ProcessSampler:
         # (monotonic time, own CPU seconds, children's CPU seconds keyed by pid)
         self._samples: deque[tuple[float, float, dict[int, float]]] = deque()
         self._usage = Usage(0.0, 0.0, 0, 0, 0, 0)
+        self.sample()  # the baseline: the first request may block the loop before a probe tick
 
     def sample(self) -> None:
         now = time.monotonic()
