@@ -17,7 +17,7 @@ def test_e2e_passes_on_a_healthy_lab(
     sync = start_api("sync", THREADPOOL_TOKENS=5)
     targets = {**lab_apis, "sync": sync}
     monkeypatch.setenv("LAB_TARGETS", ",".join(f"{v}={u}" for v, u in targets.items()))
-    assert e2e.main(["--users", "20", "--seconds", "4", "--delay-ms", "100"]) == 0
+    assert e2e.main(["--users", "20", "--seconds", "2", "--delay-ms", "100"]) == 0
     assert "e2e: OK" in capsys.readouterr().out
 
 
@@ -27,7 +27,7 @@ def test_e2e_fails_when_the_order_is_wrong(
     # Point "async" at the blocking server: async can no longer beat sync, and e2e must say so.
     targets = {**lab_apis, "async": lab_apis["blocking"]}
     monkeypatch.setenv("LAB_TARGETS", ",".join(f"{v}={u}" for v, u in targets.items()))
-    assert e2e.main(["--users", "20", "--seconds", "3", "--delay-ms", "100"]) == 1
+    assert e2e.main(["--users", "20", "--seconds", "2", "--delay-ms", "100"]) == 1
     assert "not ordered async > sync > blocking" in capsys.readouterr().out
 
 
