@@ -59,7 +59,13 @@ def test_blocking_stops_early_and_async_goes_further(
 
 def step(users: int, rps: float, p95: float, failure_pct: float = 0.0) -> dict[str, Any]:
     stats = {"requests": 100, "rps": rps, "p95_ms": p95, "failure_pct": failure_pct}
-    return {"users": users, "stats": stats, "ceiling": {"rps": None, "why": "n/a"}}
+    server = {"verdict": f"verdict at {users} users"}
+    return {
+        "users": users,
+        "stats": stats,
+        "ceiling": {"rps": None, "why": "n/a"},
+        "server": server,
+    }
 
 
 def test_verdict() -> None:
@@ -76,5 +82,6 @@ def test_knee_is_the_sustainable_step_with_the_most_throughput() -> None:
         s["ok"] = s["stats"]["p95_ms"] <= 500
     found = summarize_search("upstream", "sync", steps, "p95 900 ms > SLO 500 ms at 100 users")
     assert (found["knee_users"], found["max_rps"], found["knee_p95_ms"]) == (25, 120, 200)
+    assert found["knee_verdict"] == "verdict at 25 users"  # what limited the knee step
     none = summarize_search("upstream", "blocking", steps[3:], "p95")
     assert none["knee_users"] is None and none["max_rps"] is None

@@ -31,6 +31,7 @@ class HistoryRow(TypedDict):
     """One "Aggregated" row of Locust's _stats_history.csv; None where Locust wrote N/A."""
 
     t: float  # seconds since the first row
+    wall: NotRequired[float]  # epoch s (Locust's Timestamp)
     users: float | None
     rps: float | None
     p50_ms: float | None
@@ -192,6 +193,7 @@ class SearchRecord(TypedDict):
     knee_users: int | None
     max_rps: float | None
     knee_p95_ms: float | None
+    knee_verdict: str | None  # what limited the knee step (its server verdict)
     ceiling_at_knee: CeilingRecord | None
 
 

@@ -133,6 +133,7 @@ def summarize_search(
         "knee_users": knee["users"] if knee else None,
         "max_rps": knee["stats"]["rps"] if knee else None,
         "knee_p95_ms": knee["stats"]["p95_ms"] if knee else None,
+        "knee_verdict": knee["server"]["verdict"] if knee else None,
         "ceiling_at_knee": knee["ceiling"] if knee else None,
     }
 
