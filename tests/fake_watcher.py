@@ -26,6 +26,8 @@ SERVER_COLUMNS = (
     "verdict_kind", "verdict",
 )  # fmt: skip
 BYSTANDER_COLUMNS = ("wall", "t", "latency_ms", "status", "error")
+# loadtest/locustfile.py plus this stand-in: pass as RunSpec's locustfile
+WATCHER_LOCUSTFILE = Path(__file__).parent / "data" / "watcher_locustfile.py"
 
 
 def _cell(value: object) -> str:

@@ -20,10 +20,10 @@ from loadtest.compare import main  # the entry point's path, as `make compare` r
 from loadtest.orchestrate import measure
 from loadtest.orchestrate.run import Load, RunSpec
 from services.registry import NAMES
+from tests.fake_watcher import WATCHER_LOCUSTFILE
 from tests.server_checks import check_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-WATCHER_LOCUSTFILE = Path(__file__).parent / "data" / "watcher_locustfile.py"
 
 
 def only_dir(parent: Path) -> Path:

@@ -125,10 +125,11 @@ def _bystander_over_time(ax: Any, runs: list[RunRecord]) -> None:
             color=colour(run["variant"]),
             linestyle="--",
             linewidth=1,
+            marker=".",
             label=f"{run['variant']} (p99 {_ms(run['bystander']['p99_ms'])} ms)",
         )
         values += ys
-    ax.set_ylabel("ms (each probe)")
+    ax.set_ylabel("ms (each probe, when sent)")
     ax.set_title("bystander: GET /healthz every 0.2 s on the loaded target (warm-up included)")
     ax.legend(fontsize=8, ncols=4)
     _log_if_wide(ax, values)
@@ -178,6 +179,10 @@ def capacity_chart(scenario: str, searches: list[SearchRecord], slo_ms: float, p
     ax_lat.legend(fontsize=8)
     _log_if_wide(ax_lat, values)
     ax_lat.set_xscale("log")
+    # the steps' own user counts as ticks, not 2x10^0
+    ticks = sorted({s["users"] for search in searches for s in search["steps"]})
+    ax_lat.set_xticks(ticks, [str(u) for u in ticks])
+    ax_lat.minorticks_off()
     ax_lat.set_xlabel("users (log scale)")
     return _save(fig, f"capacity: {scenario}", path)
 

@@ -193,7 +193,11 @@ class SearchRecord(TypedDict):
     knee_users: int | None
     max_rps: float | None
     knee_p95_ms: float | None
-    knee_verdict: str | None  # what limited the knee step (its server verdict)
+    knee_verdict: str | None  # the knee step's server verdict
+    # What limits the variant: the verdict of the step that ended the search by failing its SLO,
+    # else the knee's (the search ran out of steps or the generator), and at how many users.
+    limit_verdict: str | None
+    limit_users: int | None
     ceiling_at_knee: CeilingRecord | None
 
 

@@ -3,12 +3,15 @@ results.json's own data (so the two never disagree)."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 from loadtest.analysis.machine import one_line
 from loadtest.analysis.records import (
     CapacityResults,
     CompareResults,
     Results,
     RunRecord,
+    SearchRecord,
     TargetInfo,
 )
 from loadtest.analysis.server_side import SOURCES
@@ -181,10 +184,8 @@ def compare_markdown(results: CompareResults) -> str:
         lines += [f"- `{r['variant']}` ceiling: {r['ceiling']['why']}" for r in runs]
         lines += [""]
         lines += [f"![{scenario} {c}]({f})" for c, f in results["charts"].get(scenario, {}).items()]
-        warned = [(r["variant"], w) for r in runs for w in r["warnings"]]
-        if warned:
-            lines += ["", "Warnings:", ""]
-            lines += [f"- **{scenario} x {v}**: {w}" for v, w in warned]
+        warned = [(f"{scenario} x {r['variant']}", w) for r in runs for w in r["warnings"]]
+        lines += warning_lines(warned, len(runs))
     lines += [
         "",
         "## Files",
@@ -203,6 +204,23 @@ def compare_markdown(results: CompareResults) -> str:
     return "\n".join(lines)
 
 
+def limit_text(search: SearchRecord) -> str:
+    """The verdict that says what limits the variant, and where it was seen."""
+    if search["limit_verdict"] is None:
+        return "n/a"
+    at = "the knee" if search["limit_users"] == search["knee_users"] else "the step past the knee"
+    return f"{search['limit_verdict']} (at {search['limit_users']} users, {at})"
+
+
+def warning_lines(warned: list[tuple[str, str]], runs: int) -> list[str]:
+    """ "- **where**: warning" lines; a warning every run had is said once, first."""
+    counts = Counter(w for _, w in warned)
+    every = [w for w, n in counts.items() if runs > 1 and n == runs]
+    lines = [f"- **every run**: {w}" for w in every]
+    lines += [f"- **{where}**: {w}" for where, w in warned if w not in every]
+    return ["", "Warnings:", "", *lines] if lines else []
+
+
 def capacity_markdown(results: CapacityResults) -> str:
     o = results["options"]
     lines = header("Capacity search", results)
@@ -217,7 +235,7 @@ def capacity_markdown(results: CapacityResults) -> str:
         lines += ["", f"## {scenario}", ""]
         lines += [
             "| variant | highest sustainable req/s | users at the knee | p95 there ms "
-            "| Little's-law ceiling there | limited by (verdict at the knee) | stopped because |",
+            "| Little's-law ceiling there | limited by (server verdict) | stopped because |",
             "|---|--:|--:|--:|---|---|---|",
         ]
         for s in searches:
@@ -225,7 +243,7 @@ def capacity_markdown(results: CapacityResults) -> str:
             ceil_text = f"{fmt_rps(ceil['rps'])} ({ceil['why']})" if ceil else "n/a"
             lines.append(
                 f"| `{s['variant']}` | {fmt_rps(s['max_rps'])} | {s['knee_users'] or 'none'} "
-                f"| {fmt_ms(s['knee_p95_ms'])} | {ceil_text} | {s['knee_verdict'] or 'n/a'} "
+                f"| {fmt_ms(s['knee_p95_ms'])} | {ceil_text} | {limit_text(s)} "
                 f"| {s['stop_reason']} |"
             )
         runs = [st for s in searches for st in s["steps"]]
@@ -249,14 +267,7 @@ def capacity_markdown(results: CapacityResults) -> str:
                     f"| {server_cells(step, False)[1]} "
                     f"| {fmt_small_ms(step['bystander']['p99_ms'])} | {verdict_text(step)} |"
                 )
-        warned = [
-            (s["variant"], st["users"], w)
-            for s in searches
-            for st in s["steps"]
-            for w in st["warnings"]
-        ]
-        if warned:
-            lines += ["", "Warnings:", ""]
-            lines += [f"- **{v}, {u} users**: {w}" for v, u, w in warned]
+        warned = [(f"{r['variant']}, {r['users']} users", w) for r in runs for w in r["warnings"]]
+        lines += warning_lines(warned, len(runs))
     lines.append("")
     return "\n".join(lines)
