@@ -168,4 +168,53 @@ def test_compares_own_poller_fills_the_same_row(name: str) -> None:
     theirs = server_row(RUNTIME[name])
     for column in SERVER_COLUMNS:
         if column in theirs and column in ours:
-            assert ours[column] == theirs[column], column  # type: ignore[literal-required]
+            assert ours[column] == theirs[column], column
+
+
+def run_record(**server: Any) -> dict[str, Any]:
+    """Just what report.py's server cells read from a RunRecord."""
+    base = server_side.server_summary([], "locust")
+    bystander = {"probes": 25, "failures": 1, "p50_ms": 2.44, "p99_ms": 812.0, "max_ms": 900.0}
+    return {"variant": "offload", "server": base | server, "bystander": bystander}
+
+
+def test_report_cells_show_the_workers_only_when_they_worked() -> None:
+    from loadtest.analysis import report
+
+    busy = run_record(
+        cpu_mean_pct=12.2, cpu_peak_pct=13.0, children_cpu_mean_pct=138.4,
+        children_cpu_peak_pct=146.0, verdict="CPU executor: 2 workers busy", verdict_polls=7,
+        polls=8,
+    )  # fmt: skip
+    idle = run_record(cpu_mean_pct=3.0, cpu_peak_pct=4.0, children_cpu_peak_pct=0.0)
+    runs: Any = [busy, idle]
+    assert report._has_children(runs) and not report._has_children(runs[1:])
+    assert len(report.server_columns(True)[0].split("|")) == 8  # 6 columns
+    cells = report.server_cells(busy, True)
+    assert cells == [
+        "`offload`", "12 / 13", "138 / 146", "2.4 / 812", "25 (1)",
+        "CPU executor: 2 workers busy; 7/8 polls",
+    ]  # fmt: skip
+    assert report.server_cells(idle, False)[-1] == "n/a"
+    assert report.cpu_text(busy) == "12 / 13 (workers 138 / 146)"
+    assert report.cpu_text(idle) == "3 / 4"
+
+
+def test_the_fallback_is_said_in_a_warning() -> None:
+    from types import SimpleNamespace
+
+    from loadtest.orchestrate.measure import _server_source_warning
+
+    def outcome(source: str, probes: list[Any] | None) -> Any:
+        return SimpleNamespace(server_source=source, bystander_samples=probes)
+
+    assert _server_source_warning(outcome("locust", [])) is None
+    assert _server_source_warning(outcome("compare", None)) == (
+        "Locust wrote no _server.csv or _bystander.csv (no server watcher): server samples "
+        "from compare's own /runtime poller; no bystander latency"
+    )
+    # run.POLL_RUNTIME False (after the watcher merges) and an older locustfile
+    assert _server_source_warning(outcome("none", None)) == (
+        "Locust wrote no _server.csv or _bystander.csv (no server watcher): no server samples; "
+        "no bystander latency"
+    )

@@ -136,6 +136,16 @@ def server_cells(run: RunRecord, children: bool) -> list[str]:
     return cells
 
 
+def cpu_text(run: RunRecord) -> str:
+    """API CPU mean / peak, and its CPU workers' when they worked (offload's pool)."""
+    sv = run["server"]
+    text = fmt_pair(fmt_ms(sv["cpu_mean_pct"]), fmt_ms(sv["cpu_peak_pct"]))
+    if sv["children_cpu_peak_pct"]:
+        workers = fmt_pair(fmt_ms(sv["children_cpu_mean_pct"]), fmt_ms(sv["children_cpu_peak_pct"]))
+        text += f" (workers {workers})"
+    return text
+
+
 def verdict_text(run: RunRecord) -> str:
     sv = run["server"]
     if sv["verdict"] is None:
@@ -250,8 +260,9 @@ def capacity_markdown(results: CapacityResults) -> str:
         lines += ["", _sources_line(runs)]
         lines += ["", f"![capacity {scenario}]({results['charts'].get(scenario, '')})", ""]
         lines += [
-            "Steps (API CPU in % of one core; bystander: `GET /healthz` every 0.2 s on the "
-            "loaded target; verdict: the most frequent bottleneck among its /runtime polls):",
+            "Steps (API CPU in % of one core, its CPU workers' in brackets; bystander: "
+            "`GET /healthz` every 0.2 s on the loaded target; verdict: the most frequent "
+            "bottleneck among its /runtime polls):",
             "",
             "| variant | users | req/s | p95 ms | fail % | within SLO | API CPU % mean / peak "
             "| bystander p99 ms | verdict; polls of that kind |",
@@ -264,7 +275,7 @@ def capacity_markdown(results: CapacityResults) -> str:
                 lines.append(
                     f"| `{s['variant']}` | {step['users']} | {fmt_rps(st['rps'])} "
                     f"| {fmt_ms(st['p95_ms'])} | {fail} | {'yes' if step['ok'] else 'no'} "
-                    f"| {server_cells(step, False)[1]} "
+                    f"| {cpu_text(step)} "
                     f"| {fmt_small_ms(step['bystander']['p99_ms'])} | {verdict_text(step)} |"
                 )
         warned = [(f"{r['variant']}, {r['users']} users", w) for r in runs for w in r["warnings"]]
