@@ -8,7 +8,10 @@ Agreed format, written when a headless run started with `--csv PREFIX` ends:
   the poll itself.
 - PREFIX_bystander.csv: one GET /healthz every 0.2 s on the loaded target; error filled when it
   failed or timed out.
-This stand-in's `wall`: when a poll was answered (or given up), when a probe was sent.
+`wall` is when a poll or probe was sent; `target` is 1 on the loaded target's rows (a watcher
+that also polls the other variants, for its web UI, writes theirs with 0); a probe's error is
+"timeout" (or "unfinished at stop") when it waited, its latency then a lower bound.
+Probes still waiting when Locust quits are not written by this stand-in.
 """
 
 from __future__ import annotations
@@ -107,9 +110,8 @@ def install() -> None:
                 row = server_row(None, timed_out=True)
             except (requests.RequestException, ValueError):
                 row = server_row(None)
-            now = time.time()
-            row |= {"wall": round(now, 3), "t": round(now - t0, 3), "target": url}
-            row["poll_ms"] = round((now - began) * 1000, 1)
+            row |= {"wall": round(began, 3), "t": round(began - t0, 3), "target": 1}
+            row["poll_ms"] = round((time.time() - began) * 1000, 1)
             server.append(row)
             gevent.sleep(max(0.0, 1.0 - (time.time() - began)))
 
@@ -123,7 +125,9 @@ def install() -> None:
                 row["status"] = response.status_code
                 if response.status_code >= 400:
                     row["error"] = f"HTTP {response.status_code}"
-            except (gevent.Timeout, requests.RequestException) as exc:
+            except (gevent.Timeout, requests.Timeout):
+                row["error"] = "timeout"  # waited: counts in the percentiles
+            except requests.RequestException as exc:
                 row["error"] = type(exc).__name__
             row["latency_ms"] = round((time.time() - began) * 1000, 2)
             bystander.append(row)

@@ -67,6 +67,15 @@ def test_rows_missing_cells_and_timeouts(tmp_path: Path) -> None:
     assert peaks["threadpool_borrowed"] == 40 and peaks["loop_lag_max_ms"] is None
 
 
+def test_only_the_loaded_targets_rows(tmp_path: Path) -> None:
+    """A watcher that polls every variant for its web UI tab writes theirs with target 0."""
+    loaded = server_row(RUNTIME["sync-upstream-200"], variant="sync", target=1)
+    other = server_row(RUNTIME["async-upstream-20"], variant="async", target=0)
+    samples = server_csv.read_server(write_server(tmp_path, rows_at(loaded, other, loaded)))
+    assert samples is not None and [s["t"] for s in samples] == [0.0, 2.0]
+    assert {s["verdict_kind"] for s in samples} == {"threadpool"}
+
+
 def test_an_older_watcher_without_a_column(tmp_path: Path) -> None:
     path = server_csv.server_path(tmp_path / "old")
     columns = [c for c in SERVER_COLUMNS if c != "children_cpu_pct"]
@@ -134,18 +143,21 @@ def test_bystander_percentiles_failures_and_window(tmp_path: Path) -> None:
         {"wall": T0 + i * 0.2, "t": i * 0.2, "latency_ms": ms, "status": 200}
         for i, ms in enumerate(latencies)
     ]
-    rows[10] |= {"status": None, "error": "ReadTimeout", "latency_ms": 2500.0}
-    rows[11] |= {"status": 503, "error": "HTTP 503"}
-    rows[12] |= {"status": None, "error": "ConnectError", "latency_ms": None}
+    rows[10] |= {"status": None, "error": "timeout", "latency_ms": 2500.0}  # waited: counts
+    rows[11] |= {"status": 503}  # answered, but not OK
+    rows[12] |= {"status": None, "error": "refused: connection refused", "latency_ms": 0.3}
+    rows[13] |= {"status": None, "error": "unfinished at stop", "latency_ms": 4000.0}
     path = server_csv.bystander_path(tmp_path / "run")
     write_rows(path, BYSTANDER_COLUMNS, rows)
     probes = server_csv.read_bystander(path) or []
-    assert len(probes) == 100 and probes[12]["latency_ms"] is None and probes[0]["error"] is None
+    assert len(probes) == 100 and probes[12]["status"] is None and probes[0]["error"] is None
     summary = server_side.bystander_summary(probes)
-    assert (summary["probes"], summary["failures"]) == (100, 3)
-    # 99 latencies: nearest rank p50 = the 50th smallest, p99 = the 99th (the 2.5 s timeout)
-    kept = sorted(p["latency_ms"] for p in probes if p["latency_ms"] is not None)
-    assert summary["p50_ms"] == kept[49] and summary["p99_ms"] == kept[98] == 2500.0
+    assert (summary["probes"], summary["failures"]) == (100, 4)
+    # 99 latencies (not the refused one, which never waited): nearest rank p50 = the 50th
+    # smallest, p99 = the 99th: the probe still waiting at the stop, after the 2.5 s timeout
+    kept = sorted(p["latency_ms"] for i, p in enumerate(probes) if i != 12)
+    assert kept[-2:] == [2500.0, 4000.0]
+    assert summary["p50_ms"] == kept[49] and summary["p99_ms"] == kept[98] == 4000.0
     window = server_side.in_window(probes, T0 + 0.2 * 50, T0 + 0.2 * 59)
     assert server_side.bystander_summary(window)["probes"] == 10
     empty = server_side.bystander_summary([])

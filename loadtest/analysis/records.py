@@ -102,7 +102,7 @@ class BystanderSummary(TypedDict):
 
     probes: int
     failures: int
-    p50_ms: float | None  # nearest-rank percentiles over the probes that have a latency
+    p50_ms: float | None  # nearest rank, over the probes answered or waited (server_side.py)
     p99_ms: float | None
     max_ms: float | None
 

@@ -3,7 +3,8 @@
 The watcher (generator layer) polls the loaded target's /runtime every second and probes its
 /healthz every 0.2 s, and writes both files next to Locust's own CSVs when a headless run started
 with `--csv PREFIX` ends. Empty cells (nothing from /runtime) become None; a file without a column
-(an older watcher) reads as None in that column.
+(an older watcher) reads as None in that column. `wall` is as the watcher wrote it (when the
+poll or probe was sent).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def bystander_path(prefix: Path | str) -> Path:
 
 
 def read_server(path: Path) -> list[ServerSample] | None:
-    """Every row of a _server.csv, in file order; None when there is no such file."""
+    """The loaded target's rows of a _server.csv, in file order; None when there is no such file.
+    A watcher that also polls the other variants (for its web UI tab) marks them target 0."""
     if not path.exists():
         return None
     samples: list[ServerSample] = []
@@ -40,6 +42,8 @@ def read_server(path: Path) -> list[ServerSample] | None:
         wall = _num(row.get("wall"))
         if wall is None:
             continue  # not a poll (a truncated last line)
+        if (row.get("target") or "").strip().lower() in ("0", "false"):
+            continue  # another variant than the one loaded
         samples.append(
             ServerSample(
                 wall=wall,

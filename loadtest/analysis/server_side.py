@@ -5,7 +5,8 @@ Pure functions over records (analysis/records.py): the samples come from the Loc
 CSVs (analysis/server_csv.py) or, without them, from compare's own poller (orchestrate/monitor.py),
 in the same shape. Tests recompute these numbers from results.json with the same rules:
 - the window is Locust's measured span, started_at <= wall <= ended_at (the warm-up is before);
-- percentiles are nearest-rank (the ceil(q * n)-th smallest value);
+- percentiles are nearest-rank (the ceil(q * n)-th smallest value), the bystander's over the
+  probes answered or still waiting at a timeout or at the stop (their wait so far);
 - the run's verdict is the most frequent kind among the window's polls (ties: the earlier rule
   in analysis/verdict.py), with the line of the median poll of that kind by the number it names.
 """
@@ -45,6 +46,10 @@ _KEY: Final[dict[str, str]] = {
     "executor": "executor_queued",
     "none": "in_flight",
 }
+# A probe that failed with one of these errors waited that long for an answer: its latency (a
+# lower bound) counts in the percentiles, as in the watcher's own (its Server tab). Other errors
+# (a refused connection) fail fast and say nothing about waiting.
+WAITED_ERRORS: Final = ("timeout", "unfinished at stop")
 # A Locust CPU sample this close (s) to a poll stands for Locust's CPU at that poll.
 _CPU_MATCH_S = 1.0
 
@@ -67,8 +72,9 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 
 
 def bystander_summary(window: Sequence[BystanderSample]) -> BystanderSummary:
-    """Probes that failed still count with their latency when they have one (a timeout waited)."""
-    latencies = [s["latency_ms"] for s in window if s["latency_ms"] is not None]
+    """Percentiles over the probes that were answered or waited (WAITED_ERRORS); failures are
+    the probes without a 2xx/3xx answer."""
+    latencies = [v for s in window if (v := s["latency_ms"]) is not None and probe_waited(s)]
     return BystanderSummary(
         probes=len(window),
         failures=sum(1 for s in window if not probe_ok(s)),
@@ -76,6 +82,10 @@ def bystander_summary(window: Sequence[BystanderSample]) -> BystanderSummary:
         p99_ms=percentile(latencies, 0.99),
         max_ms=max(latencies, default=None),
     )
+
+
+def probe_waited(sample: BystanderSample) -> bool:
+    return sample["status"] is not None or sample["error"] in WAITED_ERRORS
 
 
 def probe_ok(sample: BystanderSample) -> bool:
