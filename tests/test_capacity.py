@@ -1,13 +1,20 @@
 """`python -m loadtest.capacity`: the search stops where the SLO is crossed (real runs)."""
 
+import functools
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from loadtest.analysis.report import fmt_ms, fmt_pair, fmt_small_ms
 from loadtest.capacity import main  # the entry point's path, as `make capacity` runs it
+from loadtest.orchestrate import measure
 from loadtest.orchestrate.capacity import summarize_search, verdict
+from loadtest.orchestrate.run import RunSpec
+from tests.fake_watcher import WATCHER_LOCUSTFILE
+from tests.server_checks import check_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -41,6 +48,9 @@ def test_blocking_stops_early_and_async_goes_further(
     assert blocking["stop_reason"].startswith("p95 ")
     assert not blocking["steps"][-1]["ok"]
     assert blocking["knee_users"] in (1, 2)
+    # past the knee the blocked loop shows (a /runtime poll lagging or not answered at all)
+    assert blocking["limit_users"] > blocking["knee_users"]
+    assert blocking["limit_verdict"].startswith("event loop blocked")
     assert blocking["max_rps"] == pytest.approx(10, rel=0.5)  # 1 / 0.1 s
 
     assert async_["knee_users"] >= 10 > blocking["knee_users"]
@@ -55,11 +65,89 @@ def test_blocking_stops_early_and_async_goes_further(
     for step in blocking["steps"]:
         entries = json.loads((folder / step["files"]["json"]).read_text())
         assert step["stats"]["requests"] == sum(e["num_requests"] for e in entries)
+    check_server_side(results, report)
+    # Until the Locust watcher merges, loadtest/locustfile.py writes no _server.csv: compare's
+    # own poller stands in and there is no bystander. TIGHTEN after the merge: source "locust",
+    # every step's bystander probes > 0 and its p99 in the steps table (not "n/a").
+    for found in results["searches"]:
+        for step in found["steps"]:
+            assert step["server"]["source"] == "compare"
+            assert step["bystander"]["probes"] == 0
+
+
+def steps_table(report: str) -> dict[tuple[str, int], list[str]]:
+    """report.md's steps rows by (variant, users), as lists of cells."""
+    rows = {}
+    for line in report.split("Steps (", 1)[1].splitlines():
+        if m := re.match(r"\| `(\w+)` \| (\d+) \|", line):
+            rows[m.group(1), int(m.group(2))] = [c.strip() for c in line.strip("|").split("|")]
+    return rows
+
+
+def check_server_side(results: dict[str, Any], report: str) -> None:
+    """Every step's API CPU, bystander p99 and verdict are its samples' own and in report.md;
+    the knee's verdict says what limited it."""
+    rows = steps_table(report)
+    for found in results["searches"]:
+        for step in found["steps"]:
+            check_run(step, None)
+            cells = rows[found["variant"], step["users"]]
+            server = step["server"]
+            cpu = fmt_ms(server["cpu_mean_pct"]), fmt_ms(server["cpu_peak_pct"])
+            assert cells[6].split(" (workers ")[0] == fmt_pair(*cpu)
+            assert cells[7] == fmt_small_ms(step["bystander"]["p99_ms"])
+            assert cells[8].startswith(server["verdict"] or "n/a")
+        knee = [s for s in found["steps"] if s["users"] == found["knee_users"]]
+        if knee:
+            assert found["knee_verdict"] == knee[0]["server"]["verdict"] is not None
+        # what limits it: the step that failed the SLO, else the knee
+        last = found["steps"][-1]
+        limit = knee[0] if last["ok"] and knee else last
+        assert (found["limit_verdict"], found["limit_users"]) == (
+            limit["server"]["verdict"],
+            limit["users"],
+        )
+        assert f"| {found['limit_verdict']} (at {found['limit_users']} users, " in report
+
+
+@pytest.mark.timeout(120)
+def test_capacity_with_the_watcher_csvs(lab_apis: dict[str, str], tmp_path: Path) -> None:
+    """The CSV path with the test stand-in of the Locust watcher (tests/fake_watcher.py)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(measure, "RunSpec", functools.partial(RunSpec, locustfile=WATCHER_LOCUSTFILE))
+        code = main(
+            [
+                "--variants", "async",
+                "--delay-ms", "100",
+                "--slo-ms", "300",
+                "--steps", "1,5",
+                "--step-duration", "3s",
+                "--targets", f"async={lab_apis['async']}",
+                "--out", str(tmp_path),
+            ]
+        )  # fmt: skip
+    assert code == 0
+    (folder,) = tmp_path.iterdir()
+    results = json.loads((folder / "results.json").read_text())
+    report = (folder / "report.md").read_text()
+    check_server_side(results, report)
+    (found,) = results["searches"]
+    for step in found["steps"]:
+        assert step["server"]["source"] == "locust"
+        assert step["bystander"]["probes"] >= 3 and step["bystander"]["p99_ms"] < 100
+    assert found["knee_users"] == 5 and found["knee_verdict"].startswith("none: below capacity")
+    assert found["limit_users"] == 5  # no step failed: the knee's verdict
 
 
 def step(users: int, rps: float, p95: float, failure_pct: float = 0.0) -> dict[str, Any]:
     stats = {"requests": 100, "rps": rps, "p95_ms": p95, "failure_pct": failure_pct}
-    return {"users": users, "stats": stats, "ceiling": {"rps": None, "why": "n/a"}}
+    server = {"verdict": f"verdict at {users} users"}
+    return {
+        "users": users,
+        "stats": stats,
+        "ceiling": {"rps": None, "why": "n/a"},
+        "server": server,
+    }
 
 
 def test_verdict() -> None:
@@ -76,5 +164,8 @@ def test_knee_is_the_sustainable_step_with_the_most_throughput() -> None:
         s["ok"] = s["stats"]["p95_ms"] <= 500
     found = summarize_search("upstream", "sync", steps, "p95 900 ms > SLO 500 ms at 100 users")
     assert (found["knee_users"], found["max_rps"], found["knee_p95_ms"]) == (25, 120, 200)
+    assert found["knee_verdict"] == "verdict at 25 users"
+    # the step past the knee that failed the SLO shows what limits the variant
+    assert (found["limit_verdict"], found["limit_users"]) == ("verdict at 100 users", 100)
     none = summarize_search("upstream", "blocking", steps[3:], "p95")
     assert none["knee_users"] is None and none["max_rps"] is None

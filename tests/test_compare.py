@@ -5,6 +5,7 @@ against the files Locust wrote for that run.
 """
 
 import csv
+import functools
 import json
 import re
 import subprocess
@@ -16,8 +17,11 @@ import pytest
 from loadtest.analysis import checks
 from loadtest.analysis.report import fmt_ms, fmt_rps
 from loadtest.compare import main  # the entry point's path, as `make compare` runs it
-from loadtest.orchestrate.run import Load
+from loadtest.orchestrate import measure
+from loadtest.orchestrate.run import Load, RunSpec
 from services.registry import NAMES
+from tests.fake_watcher import WATCHER_LOCUSTFILE
+from tests.server_checks import check_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -37,9 +41,11 @@ def locust_csv_total(path: Path) -> dict[str, str]:
     return row
 
 
-def report_rows(report: str, scenario: str) -> dict[str, list[str]]:
-    """The variant rows of one scenario's table in report.md, as lists of cells."""
+def report_rows(report: str, scenario: str, table: int = 0) -> dict[str, list[str]]:
+    """The variant rows of one scenario's table in report.md (0: the load's, 1: the server
+    side's), as lists of cells."""
     section = report.split(f"## {scenario}:", 1)[1].split("\n## ", 1)[0]
+    section = section.split("Server side:\n", 1)[table]
     rows = {}
     for line in section.splitlines():
         if m := re.match(r"\| `(\w+)` \|", line):
@@ -123,6 +129,86 @@ def test_numbers_are_locusts_own(tiny_run: Path) -> None:
         assert cells[6] == fmt_rps(run["ceiling"]["rps"])
         assert run["server_peaks"]["polls_answered"] > 0
         assert run["generator_cpu"]["peak_pct_one_core"] is not None
+
+
+def test_server_side_is_its_samples_own(tiny_run: Path) -> None:
+    """API CPU, bystander and verdict in results.json and report.md are those of the samples
+    results.json keeps (recomputed here, tests/server_checks.py)."""
+    results = json.loads((tiny_run / "results.json").read_text())
+    cells = report_rows((tiny_run / "report.md").read_text(), "upstream", table=1)
+    for run in results["runs"]:
+        check_run(run, cells[run["variant"]])
+        assert run["server"]["cpu_mean_pct"] is not None
+        assert len(run["server_samples"]) > run["server"]["polls"] > 0  # warm-up kept too
+    runs = {r["variant"]: r for r in results["runs"]}
+    # 10 users on 100 ms calls: async is far below its limits; blocking waits with its loop
+    assert runs["async"]["server"]["verdict_kind"] == "none"
+    assert runs["blocking"]["server"]["verdict_kind"] == "loop"
+    assert runs["blocking"]["server"]["verdict"].startswith("event loop blocked")
+
+
+def test_without_the_watcher_compare_polls_runtime_itself(tiny_run: Path) -> None:
+    """Until the Locust watcher merges, loadtest/locustfile.py writes no _server.csv or
+    _bystander.csv: compare's own poller stands in, says so, and reports no bystander.
+    TIGHTEN after the merge: source "locust", no such warning, bystander probes > 0 (and the
+    bystander assertions of test_watcher_csvs_feed_the_report on this run too)."""
+    results = json.loads((tiny_run / "results.json").read_text())
+    report = (tiny_run / "report.md").read_text()
+    for run in results["runs"]:
+        assert run["server"]["source"] == "compare"
+        missing = "Locust wrote no _server.csv or _bystander.csv (no server watcher): server "
+        assert any(w.startswith(missing) for w in run["warnings"])
+        assert run["bystander"]["probes"] == 0 and run["bystander_samples"] == []
+        assert "server_csv" not in run["files"]
+        assert report_rows(report, "upstream", table=1)[run["variant"]][-2] == "none"
+    assert "compare's own /runtime poller" in report
+
+
+@pytest.fixture(scope="module")
+def watcher_run(lab_apis: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """compare with a locustfile that has the test stand-in of the Locust watcher
+    (tests/fake_watcher.py): the CSV path, end to end with real Locust and real servers."""
+    out = tmp_path_factory.mktemp("compare-watcher")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(measure, "RunSpec", functools.partial(RunSpec, locustfile=WATCHER_LOCUSTFILE))
+        code = main(
+            [
+                "--scenarios", "upstream",
+                "--variants", "async,blocking",
+                "--users", "10",
+                "--duration", "6s",
+                "--warmup", "1s",
+                "--delay-ms", "100",
+                "--targets", targets(lab_apis, "async", "blocking"),
+                "--out", str(out),
+            ]
+        )  # fmt: skip
+    assert code == 0
+    return only_dir(out)
+
+
+def test_watcher_csvs_feed_the_report(watcher_run: Path) -> None:
+    results = json.loads((watcher_run / "results.json").read_text())
+    report = (watcher_run / "report.md").read_text()
+    cells = report_rows(report, "upstream", table=1)
+    runs = {r["variant"]: r for r in results["runs"]}
+    for run in runs.values():
+        assert run["server"]["source"] == "locust"
+        assert not any(w.startswith("Locust wrote no") for w in run["warnings"])
+        assert {"server_csv", "bystander_csv"} <= set(run["files"])
+        check_run(run, cells[run["variant"]])
+        assert run["server"]["polls"] >= 1 and run["bystander"]["probes"] >= 1
+    assert "the Locust watcher's _server.csv" in report
+    # a probe every 0.2 s over the ~6 s measured, each answered within milliseconds
+    assert 15 <= runs["async"]["bystander"]["probes"] <= 40
+    assert runs["async"]["bystander"]["p99_ms"] < 100
+    # the article's warning: on a blocked loop every other request waits for the calls ahead
+    # (10 users' 100 ms calls: about a second), so the probe sends far fewer and waits long
+    blocking = runs["blocking"]
+    assert blocking["server"]["verdict_kind"] == "loop"
+    assert blocking["bystander"]["p50_ms"] > 300
+    assert blocking["bystander"]["probes"] < runs["async"]["bystander"]["probes"] / 2
+    assert (watcher_run / "upstream-over-time.png").read_bytes().startswith(PNG_MAGIC)
 
 
 def test_variants_differ_as_littles_law_says(tiny_run: Path) -> None:

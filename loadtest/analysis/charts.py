@@ -53,15 +53,28 @@ def scenario_bars(scenario: str, runs: list[RunRecord], path: Path) -> Path:
     ax_rps.set_ylabel("req/s")
     ax_rps.set_title("throughput")
     _log_if_wide(ax_rps, rps + [r["ceiling"]["rps"] for r in runs])
-    width = 0.27
+    width = 0.2
     values: list[float | None] = []
     for i, (key, label) in enumerate(PERCENTILES):
         ys = [r["stats"][key] or 0 for r in runs]
         values += ys
-        ax_lat.bar([x + (i - 1) * width for x in xs], ys, width, label=label)
+        ax_lat.bar([x + (i - 1.5) * width for x in xs], ys, width, label=label)
+    # The bystander (GET /healthz while loaded): what every other request feels.
+    bystander = [r["bystander"]["p99_ms"] for r in runs]
+    if any(b is not None for b in bystander):
+        values += bystander
+        ax_lat.bar(
+            [x + 1.5 * width for x in xs],
+            [b or 0 for b in bystander],
+            width,
+            label="bystander p99",
+            color="white",
+            edgecolor="black",
+            hatch="///",
+        )
     ax_lat.set_xticks(list(xs), variants)
     ax_lat.set_ylabel("ms")
-    ax_lat.set_title("latency percentiles")
+    ax_lat.set_title("latency percentiles (load) and bystander /healthz p99")
     ax_lat.legend(fontsize=8)
     _log_if_wide(ax_lat, values)
     return _save(fig, f"{scenario}: {runs[0]['users']} users, {runs[0]['duration_s']} s", path)
@@ -69,8 +82,12 @@ def scenario_bars(scenario: str, runs: list[RunRecord], path: Path) -> Path:
 
 def scenario_over_time(scenario: str, runs: list[RunRecord], path: Path) -> Path:
     """p95 (solid) and p50 (dotted) over the run, from Locust's _stats_history.csv (its
-    percentiles cover the last ~10 s), and req/s over the run."""
-    fig, (ax_lat, ax_rps) = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True)
+    percentiles cover the last ~10 s); the bystander's every probe (dashed) when there are
+    any; req/s over the run."""
+    with_bystander = any(r["bystander_samples"] for r in runs)
+    panels = 3 if with_bystander else 2
+    fig, axes = plt.subplots(panels, 1, figsize=(10, 3.2 * panels + 0.5), sharex=True)
+    ax_lat, ax_rps = axes[0], axes[-1]
     values: list[float | None] = []
     for run in runs:
         rows = [h for h in run["history"] if h["p95_ms"] is not None]
@@ -82,18 +99,54 @@ def scenario_over_time(scenario: str, runs: list[RunRecord], path: Path) -> Path
         every = [h for h in run["history"] if h["rps"] is not None]
         ax_rps.plot([h["t"] for h in every], [h["rps"] for h in every], color=color)
     ax_lat.set_ylabel("ms (p95 solid, p50 dotted)")
-    ax_lat.set_title("latency over time")
+    ax_lat.set_title("latency over time (Locust's last ~10 s)")
     ax_lat.legend(fontsize=8, ncols=4)
     _log_if_wide(ax_lat, values)
+    if with_bystander:
+        _bystander_over_time(axes[1], runs)
     ax_rps.set_ylabel("req/s")
     ax_rps.set_xlabel("seconds since the run started")
     return _save(fig, f"{scenario}: latency and throughput over the run (warm-up included)", path)
 
 
+def _bystander_over_time(ax: Any, runs: list[RunRecord]) -> None:
+    """Every bystander probe's latency, on the history's clock (its first row is 0 s)."""
+    values: list[float | None] = []
+    for run in runs:
+        first = run["history"][0].get("wall") if run["history"] else None
+        probes = [p for p in run["bystander_samples"] if p["latency_ms"] is not None]
+        if not probes:
+            continue
+        t0 = first if first is not None else probes[0]["wall"]
+        ys = [p["latency_ms"] for p in probes]
+        ax.plot(
+            [p["wall"] - t0 for p in probes],
+            ys,
+            color=colour(run["variant"]),
+            linestyle="--",
+            linewidth=1,
+            marker=".",
+            label=f"{run['variant']} (p99 {_ms(run['bystander']['p99_ms'])} ms)",
+        )
+        values += ys
+    ax.set_ylabel("ms (each probe, when sent)")
+    ax.set_title("bystander: GET /healthz every 0.2 s on the loaded target (warm-up included)")
+    ax.legend(fontsize=8, ncols=4)
+    _log_if_wide(ax, values)
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.1f}" if value < 10 else f"{value:.0f}"
+
+
 def capacity_chart(scenario: str, searches: list[SearchRecord], slo_ms: float, path: Path) -> Path:
-    """req/s and p95 against users, one line per variant; the SLO as a line, knees circled."""
+    """req/s and p95 against users, one line per variant; the SLO as a line, knees circled;
+    the bystander's p99 per step dashed beside the load's p95."""
     fig, (ax_rps, ax_lat) = plt.subplots(2, 1, figsize=(9, 7), sharex=True)
     values: list[float | None] = [slo_ms]
+    has_bystander = False
     for search in searches:
         color = colour(search["variant"])
         steps = search["steps"]
@@ -108,15 +161,28 @@ def capacity_chart(scenario: str, searches: list[SearchRecord], slo_ms: float, p
         p95 = [s["stats"]["p95_ms"] for s in steps]
         ax_lat.plot(users, [p or float("nan") for p in p95], "o-", color=color)
         values += p95
+        bystander = [s["bystander"]["p99_ms"] for s in steps]
+        if any(b is not None for b in bystander):
+            ax_lat.plot(
+                users, [b or float("nan") for b in bystander], "x--", color=color, alpha=0.8
+            )
+            values += bystander
+            has_bystander = True
         if search["knee_users"]:
             ax_rps.plot(search["knee_users"], search["max_rps"], "o", ms=14, mfc="none", mec=color)
     ax_lat.axhline(slo_ms, color="black", linestyle="dashed", label=f"SLO p95 {slo_ms:g} ms")
     ax_rps.set_ylabel("req/s")
     ax_rps.legend(fontsize=8, title="circled: knee", title_fontsize=8)
-    ax_lat.set_ylabel("p95 ms")
+    if has_bystander:
+        ax_lat.plot([], [], "kx--", label="bystander /healthz p99")
+    ax_lat.set_ylabel("p95 ms (bystander p99 dashed)" if has_bystander else "p95 ms")
     ax_lat.legend(fontsize=8)
     _log_if_wide(ax_lat, values)
     ax_lat.set_xscale("log")
+    # the steps' own user counts as ticks, not 2x10^0
+    ticks = sorted({s["users"] for search in searches for s in search["steps"]})
+    ax_lat.set_xticks(ticks, [str(u) for u in ticks])
+    ax_lat.minorticks_off()
     ax_lat.set_xlabel("users (log scale)")
     return _save(fig, f"capacity: {scenario}", path)
 

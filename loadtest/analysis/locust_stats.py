@@ -108,6 +108,7 @@ def history(csv_path: Path) -> list[HistoryRow]:
             rows.append(
                 {
                     "t": float(row["Timestamp"]),
+                    "wall": float(row["Timestamp"]),
                     "users": _num(row["User Count"]),
                     "rps": _num(row["Requests/s"]),
                     "p50_ms": _num(row["50%"]),

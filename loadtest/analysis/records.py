@@ -31,6 +31,7 @@ class HistoryRow(TypedDict):
     """One "Aggregated" row of Locust's _stats_history.csv; None where Locust wrote N/A."""
 
     t: float  # seconds since the first row
+    wall: NotRequired[float]  # epoch s (Locust's Timestamp)
     users: float | None
     rps: float | None
     p50_ms: float | None
@@ -39,17 +40,71 @@ class HistoryRow(TypedDict):
     requests: float | None
 
 
-class ServerSample(TypedDict, total=False):
-    """One poll of the target's /runtime (the runtime fields only when it answered)."""
+class ServerSample(TypedDict):
+    """One /runtime poll of the loaded target, in the columns of the Locust watcher's
+    PREFIX_server.csv (compare's own RuntimeSampler, the fallback, fills the same shape).
+    None where /runtime gave nothing (no answer, or a field this server does not report)."""
 
-    ok: bool
-    t: float  # seconds since sampling started
     wall: float  # epoch s
-    loop_lag_ms: float
-    loop_lag_max_ms: float
-    threadpool_borrowed: float
-    db_pool_waiting: float
-    in_flight: float
+    t: float  # seconds since polling started
+    ok: bool  # /runtime answered
+    timed_out: bool  # no answer within the poll's timeout
+    poll_ms: float | None
+    loop_lag_ms: float | None
+    threadpool_borrowed: float | None
+    threadpool_total: float | None
+    db_in_use: float | None
+    db_waiting: float | None
+    db_max: float | None
+    in_flight: float | None  # without the poll itself
+    executor_queued: float | None
+    cpu_pct: float | None  # API process, % of one core over the last second
+    children_cpu_pct: float | None  # its CPU workers (offload's process pool)
+    rss_mb: float | None
+    threads: float | None
+    generator_cpu_pct: float | None  # Locust's busiest process, when the poller knew it
+    verdict_kind: str | None  # analysis/verdict.py, for this poll
+    verdict: str | None
+    # compare's poller only: the worst lag of the server's last window (10 s)
+    loop_lag_max_ms: NotRequired[float | None]
+
+
+class BystanderSample(TypedDict):
+    """One GET /healthz on the loaded target while it is loaded (PREFIX_bystander.csv)."""
+
+    wall: float  # epoch s
+    t: float
+    latency_ms: float | None
+    status: int | None
+    error: str | None  # filled when the probe failed or timed out
+
+
+class ServerSummary(TypedDict):
+    """The target's side of one run, over the measured window (analysis/server_side.py)."""
+
+    source: str  # where the samples came from (server_side.SOURCES)
+    polls: int  # /runtime polls in the window
+    answered: int
+    timed_out: int
+    cpu_mean_pct: float | None  # API process, % of one core
+    cpu_peak_pct: float | None
+    children_cpu_mean_pct: float | None  # its CPU workers; None: no sample
+    children_cpu_peak_pct: float | None
+    rss_peak_mb: float | None
+    verdict_kind: str | None  # the most frequent kind among the window's polls
+    verdict: str | None  # the line of a representative poll of that kind
+    verdict_polls: int  # polls with that kind
+    verdict_counts: dict[str, int]  # kind -> polls
+
+
+class BystanderSummary(TypedDict):
+    """What every other request felt: the /healthz probes of the measured window."""
+
+    probes: int
+    failures: int
+    p50_ms: float | None  # nearest rank, over the probes answered or waited (server_side.py)
+    p99_ms: float | None
+    max_ms: float | None
 
 
 class ServerPeaks(TypedDict):
@@ -114,11 +169,14 @@ class RunRecord(TypedDict):
     ceiling: CeilingRecord
     pct_of_ceiling: float | None
     server_peaks: ServerPeaks
+    server: ServerSummary
+    bystander: BystanderSummary
     generator_cpu: CpuSummary
     locust_warned_cpu: bool
     files: dict[str, str]  # kind -> path (relative to the results folder once written)
     history: list[HistoryRow]
-    server_samples: list[ServerSample]
+    server_samples: list[ServerSample]  # every poll, warm-up included
+    bystander_samples: list[BystanderSample]  # every probe, warm-up included
     cpu_samples: list[CpuSample]
     generator_cpu_bound: bool
     warnings: list[str]
@@ -135,6 +193,11 @@ class SearchRecord(TypedDict):
     knee_users: int | None
     max_rps: float | None
     knee_p95_ms: float | None
+    knee_verdict: str | None  # the knee step's server verdict
+    # What limits the variant: the verdict of the step that ended the search by failing its SLO,
+    # else the knee's (the search ran out of steps or the generator), and at how many users.
+    limit_verdict: str | None
+    limit_users: int | None
     ceiling_at_knee: CeilingRecord | None
 
 

@@ -3,14 +3,18 @@ results.json's own data (so the two never disagree)."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 from loadtest.analysis.machine import one_line
 from loadtest.analysis.records import (
     CapacityResults,
     CompareResults,
     Results,
     RunRecord,
+    SearchRecord,
     TargetInfo,
 )
+from loadtest.analysis.server_side import SOURCES
 from loadtest.generator.scenarios import SCENARIOS
 from services.registry import VARIANTS
 
@@ -27,6 +31,17 @@ def fmt_ms(value: float | None) -> str:
 
 def fmt_pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0f}%"
+
+
+def fmt_small_ms(value: float | None) -> str:
+    """Milliseconds with a decimal below 10 ms: a bystander answers in 1.4 ms, not "1"."""
+    if value is None:
+        return "n/a"
+    return f"{value:.1f}" if value < 10 else f"{value:.0f}"
+
+
+def fmt_pair(a: str, b: str) -> str:
+    return "n/a" if a == b == "n/a" else f"{a} / {b}"
 
 
 def _peak(value: float | int | None) -> str:
@@ -90,6 +105,63 @@ def compare_row(run: RunRecord) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def _has_children(runs: list[RunRecord]) -> bool:
+    """Any CPU in the API's worker processes (offload's pool): then it gets its own column."""
+    return any(r["server"]["children_cpu_peak_pct"] for r in runs)
+
+
+def server_columns(children: bool) -> tuple[str, str]:
+    workers = " CPU workers % mean / peak |" if children else ""
+    return (
+        f"| variant | API CPU % mean / peak |{workers} bystander p50 / p99 ms "
+        "| bystander probes (failed) | verdict; polls of that kind |",
+        "|---|--:|" + ("--:|" if children else "") + "--:|--:|---|",
+    )
+
+
+def server_cells(run: RunRecord, children: bool) -> list[str]:
+    """The server-side cells of a run: API CPU, its CPU workers, bystander, verdict."""
+    sv, by = run["server"], run["bystander"]
+    cpu = fmt_pair(fmt_ms(sv["cpu_mean_pct"]), fmt_ms(sv["cpu_peak_pct"]))
+    cells = [f"`{run['variant']}`", cpu]
+    if children:
+        cells.append(
+            fmt_pair(fmt_ms(sv["children_cpu_mean_pct"]), fmt_ms(sv["children_cpu_peak_pct"]))
+        )
+    cells += [
+        fmt_pair(fmt_small_ms(by["p50_ms"]), fmt_small_ms(by["p99_ms"])),
+        f"{by['probes']} ({by['failures']})" if by["probes"] else "none",
+        verdict_text(run),
+    ]
+    return cells
+
+
+def cpu_text(run: RunRecord) -> str:
+    """API CPU mean / peak, and its CPU workers' when they worked (offload's pool)."""
+    sv = run["server"]
+    text = fmt_pair(fmt_ms(sv["cpu_mean_pct"]), fmt_ms(sv["cpu_peak_pct"]))
+    if sv["children_cpu_peak_pct"]:
+        workers = fmt_pair(fmt_ms(sv["children_cpu_mean_pct"]), fmt_ms(sv["children_cpu_peak_pct"]))
+        text += f" (workers {workers})"
+    return text
+
+
+def verdict_text(run: RunRecord) -> str:
+    sv = run["server"]
+    if sv["verdict"] is None:
+        return "n/a"
+    return f"{sv['verdict']}; {sv['verdict_polls']}/{sv['polls']} polls"
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _sources_line(runs: list[RunRecord]) -> str:
+    sources = dict.fromkeys(r["server"]["source"] for r in runs)
+    return "Server samples: " + "; ".join(SOURCES.get(s, s) for s in sources) + "."
+
+
 def compare_markdown(results: CompareResults) -> str:
     o = results["options"]
     scenarios = list(dict.fromkeys(r["scenario"] for r in results["runs"]))
@@ -102,21 +174,28 @@ def compare_markdown(results: CompareResults) -> str:
         *(_settings_line(v, t) for v, t in results["targets"].items()),
         "",
         "Ceiling: Little's law, the most req/s the variant's limits allow (see "
-        "loadtest/littles_law.py). Peaks: the target's /runtime polled every "
-        f"{o['sample_interval_s']:g} s. Locust CPU: its busiest process, % of one core.",
+        "loadtest/analysis/littles_law.py). Peaks: the highest of the target's /runtime over "
+        "the measured window. Locust CPU: its busiest process, % of one core.",
+        "",
+        "Server side, over the same window: API CPU in % of one core (CPU workers: the API's "
+        "worker processes, offload's pool); bystander: one `GET /healthz` every 0.2 s on the "
+        "loaded target, not in Locust's stats: what every other request feels; verdict: the "
+        "most frequent bottleneck among the /runtime polls, in how many of them "
+        "(loadtest/analysis/verdict.py). " + _sources_line(results["runs"]),
     ]
     for scenario in scenarios:
         runs = [r for r in results["runs"] if r["scenario"] == scenario]
         s = SCENARIOS[scenario]
         lines += ["", f"## {scenario}: `{s.method} {s.shown(o)}`", ""]
         lines += [*COMPARE_COLUMNS, *(compare_row(r) for r in runs), ""]
+        children = _has_children(runs)
+        lines += ["Server side:", "", *server_columns(children)]
+        lines += [_row(server_cells(r, children)) for r in runs] + [""]
         lines += [f"- `{r['variant']}` ceiling: {r['ceiling']['why']}" for r in runs]
         lines += [""]
         lines += [f"![{scenario} {c}]({f})" for c, f in results["charts"].get(scenario, {}).items()]
-        warned = [(r["variant"], w) for r in runs for w in r["warnings"]]
-        if warned:
-            lines += ["", "Warnings:", ""]
-            lines += [f"- **{scenario} x {v}**: {w}" for v, w in warned]
+        warned = [(f"{scenario} x {r['variant']}", w) for r in runs for w in r["warnings"]]
+        lines += warning_lines(warned, len(runs))
     lines += [
         "",
         "## Files",
@@ -135,6 +214,23 @@ def compare_markdown(results: CompareResults) -> str:
     return "\n".join(lines)
 
 
+def limit_text(search: SearchRecord) -> str:
+    """The verdict that says what limits the variant, and where it was seen."""
+    if search["limit_verdict"] is None:
+        return "n/a"
+    at = "the knee" if search["limit_users"] == search["knee_users"] else "the step past the knee"
+    return f"{search['limit_verdict']} (at {search['limit_users']} users, {at})"
+
+
+def warning_lines(warned: list[tuple[str, str]], runs: int) -> list[str]:
+    """ "- **where**: warning" lines; a warning every run had is said once, first."""
+    counts = Counter(w for _, w in warned)
+    every = [w for w, n in counts.items() if runs > 1 and n == runs]
+    lines = [f"- **every run**: {w}" for w in every]
+    lines += [f"- **{where}**: {w}" for where, w in warned if w not in every]
+    return ["", "Warnings:", "", *lines] if lines else []
+
+
 def capacity_markdown(results: CapacityResults) -> str:
     o = results["options"]
     lines = header("Capacity search", results)
@@ -149,35 +245,40 @@ def capacity_markdown(results: CapacityResults) -> str:
         lines += ["", f"## {scenario}", ""]
         lines += [
             "| variant | highest sustainable req/s | users at the knee | p95 there ms "
-            "| Little's-law ceiling there | stopped because |",
-            "|---|--:|--:|--:|---|---|",
+            "| Little's-law ceiling there | limited by (server verdict) | stopped because |",
+            "|---|--:|--:|--:|---|---|---|",
         ]
         for s in searches:
             ceil = s["ceiling_at_knee"]
             ceil_text = f"{fmt_rps(ceil['rps'])} ({ceil['why']})" if ceil else "n/a"
             lines.append(
                 f"| `{s['variant']}` | {fmt_rps(s['max_rps'])} | {s['knee_users'] or 'none'} "
-                f"| {fmt_ms(s['knee_p95_ms'])} | {ceil_text} | {s['stop_reason']} |"
+                f"| {fmt_ms(s['knee_p95_ms'])} | {ceil_text} | {limit_text(s)} "
+                f"| {s['stop_reason']} |"
             )
+        runs = [st for s in searches for st in s["steps"]]
+        lines += ["", _sources_line(runs)]
         lines += ["", f"![capacity {scenario}]({results['charts'].get(scenario, '')})", ""]
-        lines += ["Steps:", "", "| variant | users | req/s | p95 ms | fail % | within SLO |"]
-        lines += ["|---|--:|--:|--:|--:|---|"]
+        lines += [
+            "Steps (API CPU in % of one core, its CPU workers' in brackets; bystander: "
+            "`GET /healthz` every 0.2 s on the loaded target; verdict: the most frequent "
+            "bottleneck among its /runtime polls):",
+            "",
+            "| variant | users | req/s | p95 ms | fail % | within SLO | API CPU % mean / peak "
+            "| bystander p99 ms | verdict; polls of that kind |",
+            "|---|--:|--:|--:|--:|---|--:|--:|---|",
+        ]
         for s in searches:
             for step in s["steps"]:
                 st = step["stats"]
                 fail = "n/a" if st["failure_pct"] is None else f"{st['failure_pct']:.1f}"
                 lines.append(
                     f"| `{s['variant']}` | {step['users']} | {fmt_rps(st['rps'])} "
-                    f"| {fmt_ms(st['p95_ms'])} | {fail} | {'yes' if step['ok'] else 'no'} |"
+                    f"| {fmt_ms(st['p95_ms'])} | {fail} | {'yes' if step['ok'] else 'no'} "
+                    f"| {cpu_text(step)} "
+                    f"| {fmt_small_ms(step['bystander']['p99_ms'])} | {verdict_text(step)} |"
                 )
-        warned = [
-            (s["variant"], st["users"], w)
-            for s in searches
-            for st in s["steps"]
-            for w in st["warnings"]
-        ]
-        if warned:
-            lines += ["", "Warnings:", ""]
-            lines += [f"- **{v}, {u} users**: {w}" for v, u, w in warned]
+        warned = [(f"{r['variant']}, {r['users']} users", w) for r in runs for w in r["warnings"]]
+        lines += warning_lines(warned, len(runs))
     lines.append("")
     return "\n".join(lines)

@@ -125,6 +125,8 @@ def summarize_search(
     ok = [s for s in steps if s["ok"]]
     # The knee: the sustainable step with the most req/s (the fewest users on a tie).
     knee = max(ok, key=lambda s: (s["stats"]["rps"] or 0, -s["users"]), default=None)
+    # Past the knee, the step that failed shows the bottleneck at work; below it, the knee.
+    limit = steps[-1] if steps and not steps[-1]["ok"] else knee
     return {
         "scenario": scenario,
         "variant": variant,
@@ -133,6 +135,9 @@ def summarize_search(
         "knee_users": knee["users"] if knee else None,
         "max_rps": knee["stats"]["rps"] if knee else None,
         "knee_p95_ms": knee["stats"]["p95_ms"] if knee else None,
+        "knee_verdict": knee["server"]["verdict"] if knee else None,
+        "limit_verdict": limit["server"]["verdict"] if limit else None,
+        "limit_users": limit["users"] if limit else None,
         "ceiling_at_knee": knee["ceiling"] if knee else None,
     }
 

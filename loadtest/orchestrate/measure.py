@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loadtest.analysis import checks
+from loadtest.analysis import checks, server_side
 from loadtest.analysis.littles_law import Limits, ceiling
-from loadtest.analysis.records import RunRecord, ServerPeaks
+from loadtest.analysis.records import RunRecord
 from loadtest.generator.scenarios import CpuKind, Scenario
 from loadtest.orchestrate.monitor import CpuSampler, cpu_unit_s, read_runtime, wait_idle
 from loadtest.orchestrate.run import Load, RunOutcome, RunSpec, run_locust
@@ -54,19 +54,6 @@ def _cpu_unit(scenario: Scenario, target: Target) -> float | None:
     return target.cpu_unit_s.get(scenario.cpu_kind)
 
 
-def _no_peaks() -> ServerPeaks:
-    return ServerPeaks(
-        loop_lag_ms=None,
-        loop_lag_max_ms=None,
-        threadpool_borrowed=None,
-        db_pool_waiting=None,
-        in_flight=None,
-        loop_lag_peak_ms=None,
-        polls_sent=0,
-        polls_answered=0,
-    )
-
-
 def _record(scenario: Scenario, target: Target, load: Load, outcome: RunOutcome) -> RunRecord:
     unit = _cpu_unit(scenario, target)
     ceil = ceiling(
@@ -81,6 +68,10 @@ def _record(scenario: Scenario, target: Target, load: Load, outcome: RunOutcome)
     )
     unit_ms = target.limits.cpu_unit_ms if unit is None else unit * 1000
     rps = outcome.summary.rps
+    start, end = outcome.summary.started_at, outcome.summary.ended_at
+    # from the first request Locust counted, i.e. after the warm-up, to its last
+    polls = server_side.in_window(outcome.server_samples, start, end)
+    probes = server_side.in_window(outcome.bystander_samples or [], start, end)
     return {
         "scenario": scenario.name,
         "variant": target.variant,
@@ -104,12 +95,15 @@ def _record(scenario: Scenario, target: Target, load: Load, outcome: RunOutcome)
             "cpu_unit_ms": round(unit_ms, 3),
         },
         "pct_of_ceiling": 100 * rps / ceil.rps if rps is not None and ceil.rps else None,
-        "server_peaks": outcome.server_peaks or _no_peaks(),
+        "server_peaks": server_side.peaks(polls, outcome.lag_window_s),
+        "server": server_side.server_summary(polls, outcome.server_source, outcome.cpu_samples),
+        "bystander": server_side.bystander_summary(probes),
         "generator_cpu": outcome.cpu_summary or CpuSampler.summary([]),
         "locust_warned_cpu": outcome.locust_warned_cpu,
         "files": outcome.files(),
         "history": outcome.history,
         "server_samples": outcome.server_samples,
+        "bystander_samples": outcome.bystander_samples or [],
         "cpu_samples": outcome.cpu_samples,
         "generator_cpu_bound": False,  # judged by measure()
         "warnings": [],
@@ -119,6 +113,7 @@ def _record(scenario: Scenario, target: Target, load: Load, outcome: RunOutcome)
 def _judge(outcome: RunOutcome, record: RunRecord, load: Load, cpu_bound: str | None) -> list[str]:
     found = [
         cpu_bound,
+        _server_source_warning(outcome),
         checks.short_run_warning(
             load.duration_s,
             record["ceiling"]["expected_latency_s"],
@@ -138,6 +133,27 @@ def _judge(outcome: RunOutcome, record: RunRecord, load: Load, cpu_bound: str | 
     if outcome.summary.requests == 0:
         found.append("no request completed during the run")
     return [w for w in found if w]
+
+
+def _server_source_warning(outcome: RunOutcome) -> str | None:
+    """Say when the run lacks the Locust watcher's files (an older locustfile)."""
+    missing = [
+        name
+        for name, absent in (
+            ("_server.csv", outcome.server_source != "locust"),
+            ("_bystander.csv", outcome.bystander_samples is None),
+        )
+        if absent
+    ]
+    if not missing:
+        return None
+    fallback = (
+        "server samples from compare's own /runtime poller"
+        if outcome.server_source == "compare"
+        else "no server samples"
+    )
+    bystander = "; no bystander latency" if outcome.bystander_samples is None else ""
+    return f"Locust wrote no {' or '.join(missing)} (no server watcher): {fallback}{bystander}"
 
 
 class TargetError(RuntimeError):

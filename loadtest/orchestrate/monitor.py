@@ -1,7 +1,7 @@
 """Watch what happens around a load run: the target's /runtime and the load generator's CPU.
 
-Both samplers are threads polling every `interval` seconds; they keep every sample (for the
-results) and the peaks (for the report).
+Both samplers are threads polling every `interval` seconds; they keep every sample (results.json
+has them all; analysis/server_side.py judges them).
 """
 
 from __future__ import annotations
@@ -9,23 +9,16 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar
 
 import httpx
 import psutil
 
-from loadtest.analysis.records import CpuSample, CpuSummary, ServerPeaks, ServerSample
+from loadtest.analysis.records import CpuSample, CpuSummary, ServerSample
+from loadtest.analysis.server_side import sample_from_runtime
 
-# /runtime counts itself as in flight: the poll that reads it.
-_OWN_REQUEST = 1
-# Peaks kept from /runtime, as (report key, path in the JSON).
-RUNTIME_FIELDS: dict[str, tuple[str, ...]] = {
-    "loop_lag_ms": ("loop_lag_ms",),
-    "loop_lag_max_ms": ("loop_lag_max_ms",),
-    "threadpool_borrowed": ("threadpool", "borrowed"),
-    "db_pool_waiting": ("db_pool", "waiting"),
-    "in_flight": ("in_flight",),
-}
+# compare's own /runtime poll waits this long, like the Locust watcher's.
+POLL_TIMEOUT_S = 2.5
 
 
 def read_runtime(url: str, timeout: float = 5.0) -> dict[str, Any]:
@@ -35,28 +28,15 @@ def read_runtime(url: str, timeout: float = 5.0) -> dict[str, Any]:
     return data
 
 
-def runtime_point(data: dict[str, Any]) -> ServerSample:
-    """The fields kept from one /runtime answer (in_flight without the poll itself)."""
-    point: dict[str, float] = {}
-    for key, path in RUNTIME_FIELDS.items():
-        value: Any = data
-        for part in path:
-            value = value.get(part) if isinstance(value, dict) else None
-        if isinstance(value, int | float):
-            point[key] = float(value)
-    if "in_flight" in point:
-        point["in_flight"] = max(0.0, point["in_flight"] - _OWN_REQUEST)
-    return cast(ServerSample, point)  # keys: RUNTIME_FIELDS, all ServerSample fields
-
-
 def wait_idle(url: str, timeout_s: float) -> float | None:
     """Wait until the target has nothing in flight (requests of an earlier run, which the
     server finishes even after Locust hung up); seconds waited, or None if it never got idle."""
     start = time.monotonic()
     while time.monotonic() - start < timeout_s:
         try:
-            point = runtime_point(read_runtime(url, timeout=max(1.0, timeout_s / 4)))
-            if point.get("in_flight", 0.0) == 0:
+            runtime = read_runtime(url, timeout=max(1.0, timeout_s / 4))
+            # /runtime counts itself as in flight: the poll that reads it.
+            if runtime.get("in_flight", 1) <= 1:
                 return time.monotonic() - start
         except httpx.HTTPError:
             pass  # a busy blocking variant answers late: keep asking until the deadline
@@ -106,49 +86,42 @@ class _Poller(threading.Thread, Generic[SampleT]):
 
 
 class RuntimeSampler(_Poller[ServerSample]):
-    """GET /runtime every `interval` s; one poll at a time, so a blocked loop is not flooded."""
+    """GET /runtime every `interval` s, one poll at a time (a blocked loop is not flooded), each
+    kept as a row of the Locust watcher's _server.csv would be (analysis/server_side.py): the
+    fallback when the locustfile writes no such file."""
 
-    def __init__(self, url: str, interval: float = 0.5) -> None:
+    def __init__(self, url: str, interval: float = 0.5, timeout: float = POLL_TIMEOUT_S) -> None:
         self.url = url
+        self.timeout = timeout
         self.lag_window_s = 10.0  # the server's window for loop_lag_max_ms (from /runtime)
-        self._client = httpx.Client(timeout=max(2.0, 4 * interval))
+        self._client = httpx.Client(timeout=timeout)
         super().__init__(interval, self._poll)
 
     def _poll(self) -> ServerSample:
+        began = time.monotonic()
+        data: dict[str, Any] | None = None
+        timed_out = False
         try:
             response = self._client.get(f"{self.url}/runtime")
             response.raise_for_status()
             data = response.json()
             self.lag_window_s = float(data.get("loop_lag_window_s", self.lag_window_s))
-            return {"ok": True, **runtime_point(data)}
+        except httpx.TimeoutException:
+            timed_out = True
         except (httpx.HTTPError, ValueError):
-            return {"ok": False}
+            pass
+        return sample_from_runtime(
+            data,
+            wall=0.0,  # set by the poller, like t
+            t=0.0,
+            poll_ms=round((time.monotonic() - began) * 1000, 1),
+            timed_out=timed_out,
+            poll_timeout_s=self.timeout,
+        )
 
     def stop(self) -> None:
         super().stop()
         self._client.close()
-
-    def peaks(self, since_wall: float | None = None) -> ServerPeaks:
-        """Peaks of the samples taken at `since_wall` (epoch s) or later: the measured window."""
-        window = [s for s in self.samples if since_wall is None or s["wall"] >= since_wall]
-        ok: list[dict[str, Any]] = [dict(s) for s in window if s.get("ok")]
-
-        def peak(key: str, since_t: float = 0.0) -> float | None:
-            return max((s[key] for s in ok if key in s and s["t"] >= since_t), default=None)
-
-        # loop_lag_max_ms is the worst lag of the server's last window (10 s): until a window
-        # has passed it may still show the previous run's lag, so only later samples count.
-        lag, lag_max = peak("loop_lag_ms"), peak("loop_lag_max_ms", since_t=self.lag_window_s)
-        return ServerPeaks(
-            loop_lag_ms=lag,
-            loop_lag_max_ms=lag_max,
-            threadpool_borrowed=peak("threadpool_borrowed"),
-            db_pool_waiting=peak("db_pool_waiting"),
-            in_flight=peak("in_flight"),
-            loop_lag_peak_ms=max((v for v in (lag, lag_max) if v is not None), default=None),
-            polls_sent=len(window),
-            polls_answered=len(ok),
-        )
 
 
 class CpuSampler(_Poller[CpuSample]):

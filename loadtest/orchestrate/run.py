@@ -1,9 +1,11 @@
 """Run one bounded, headless Locust run as a subprocess, watched while it runs.
 
 Locust stops itself (--run-time, then --stop-timeout for requests in flight); a subprocess
-timeout is only the safety net. While it runs, the target's /runtime and Locust's own CPU are
-sampled (orchestrate/monitor.py). What to run travels as one `Load` inside a `RunSpec`, from
-the command line's arguments to Locust's argv and results.json's options.
+timeout is only the safety net. While it runs, Locust's own CPU is sampled, and so is the
+target's /runtime (orchestrate/monitor.py); the run's server samples are the Locust watcher's
+_server.csv when the locustfile wrote one, else that poller's (see POLL_RUNTIME). What to run
+travels as one `Load` inside a `RunSpec`, from the command line's arguments to Locust's argv and
+results.json's options.
 """
 
 from __future__ import annotations
@@ -18,9 +20,15 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from loadtest.analysis import checks
+from loadtest.analysis import checks, server_csv
 from loadtest.analysis.locust_stats import Summary, history, summarize
-from loadtest.analysis.records import CpuSample, CpuSummary, HistoryRow, ServerPeaks, ServerSample
+from loadtest.analysis.records import (
+    BystanderSample,
+    CpuSample,
+    CpuSummary,
+    HistoryRow,
+    ServerSample,
+)
 from loadtest.generator.scenarios import Scenario
 from loadtest.orchestrate.monitor import CpuSampler, RuntimeSampler
 
@@ -30,6 +38,12 @@ LOCUSTFILE = REPO_ROOT / "loadtest" / "locustfile.py"
 _SAFETY_MARGIN_S = 60
 # Load fields that are not Locust's or the run's own (results.json's options leave them out).
 _NOT_OPTIONS = ("drain_timeout_s", "max_failure_pct")
+# compare polls /runtime itself during every run: the Locust watcher's _server.csv exists only
+# once the run has ended, so whether the locustfile has a watcher is known too late to skip the
+# poll. When its CSV is there its samples win and this poller's are dropped (two /runtime polls
+# overlap meanwhile: each may count the other's as one request in flight). Once every
+# locustfile in use has the watcher, set False: no duplicate poll, and a missing CSV is a warning.
+POLL_RUNTIME = True
 
 
 @dataclass(frozen=True)
@@ -118,7 +132,9 @@ class RunOutcome:
     summary: Summary
     history: list[HistoryRow]
     server_samples: list[ServerSample] = field(default_factory=list)
-    server_peaks: ServerPeaks | None = None  # None: not monitored
+    server_source: str = "none"  # analysis/server_side.SOURCES
+    lag_window_s: float = 10.0  # the server's window for loop_lag_max_ms
+    bystander_samples: list[BystanderSample] | None = None  # None: no _bystander.csv
     cpu_samples: list[CpuSample] = field(default_factory=list)
     cpu_busiest: list[float] = field(default_factory=list)
     cpu_summary: CpuSummary | None = None
@@ -134,6 +150,8 @@ class RunOutcome:
             "json": f"{p}.json",
             "html": f"{p}.html",
             "log": f"{p}.log",
+            "server_csv": str(server_csv.server_path(p)),
+            "bystander_csv": str(server_csv.bystander_path(p)),
         }
         return {k: v for k, v in names.items() if Path(v).exists()}
 
@@ -159,7 +177,8 @@ def run_locust(spec: RunSpec, monitor: bool = True) -> RunOutcome:
             start_new_session=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        server = RuntimeSampler(spec.url, sample_interval) if monitor else None
+        polling = monitor and POLL_RUNTIME
+        server = RuntimeSampler(spec.url, sample_interval) if polling else None
         cpu = CpuSampler(proc.pid, sample_interval) if monitor else None
         for sampler in (server, cpu):
             if sampler is not None:
@@ -179,6 +198,13 @@ def run_locust(spec: RunSpec, monitor: bool = True) -> RunOutcome:
     log_text = log_path.read_text(errors="replace")
     summary = summarize(Path(f"{spec.prefix}.json"))
     cpu_during = cpu.during(summary.started_at, summary.ended_at) if cpu else []
+    watched = server_csv.read_server(server_csv.server_path(spec.prefix))
+    if watched is not None:
+        server_samples, source = watched, "locust"
+    elif server is not None:
+        server_samples, source = server.samples, "compare"
+    else:
+        server_samples, source = [], "none"
     return RunOutcome(
         spec=spec,
         command=cmd,
@@ -187,9 +213,10 @@ def run_locust(spec: RunSpec, monitor: bool = True) -> RunOutcome:
         timed_out=timed_out,
         summary=summary,
         history=history(Path(f"{spec.prefix}_stats_history.csv")),
-        server_samples=server.samples if server else [],
-        # from the first request Locust counted, i.e. after the warm-up
-        server_peaks=server.peaks(since_wall=summary.started_at) if server else None,
+        server_samples=server_samples,
+        server_source=source,
+        lag_window_s=server.lag_window_s if server else 10.0,
+        bystander_samples=server_csv.read_bystander(server_csv.bystander_path(spec.prefix)),
         cpu_samples=cpu.samples if cpu else [],
         cpu_busiest=[s["busiest_pct"] for s in cpu_during],
         cpu_summary=CpuSampler.summary(cpu_during) if cpu else None,
