@@ -81,7 +81,7 @@ def variant_row(watched: Watched, watch: Watch) -> dict[str, str]:
     """One row of the tab: the last poll of a variant, and its peaks over the run."""
     last: Poll | None = watched.polls[-1] if watched.polls else None
     name = f"▶ {watched.variant}" if watched.target else watched.variant
-    row = {"name": name, "variant": name}
+    row = {"name": watched.variant, "variant": name}
     if last is None:
         return {**row, "verdict": "waiting for the first /runtime answer"}
     lag = "no answer" if last.timed_out else _n(last.value("loop_lag_ms"))
@@ -115,8 +115,9 @@ def tab_rows(watch: Watch | None) -> list[dict[str, str]]:
         return [{"name": "", "variant": "-", "verdict": "starts with the next run"}]
     watched, _ = watch.snapshot()
     watched.sort(key=lambda w: not w.target)  # stable: the registry's order otherwise
-    rows = [variant_row(w, watch) for w in watched]
-    rows.append({"name": "links", "variant": "charts:", "verdict": f"{CHART_PATH} (live page)",
+    # The UI sorts rows by "name" (not shown): the position, so this order holds.
+    rows = [{**variant_row(w, watch), "name": f"{i:02d}"} for i, w in enumerate(watched)]
+    rows.append({"name": "99", "variant": "charts:", "verdict": f"{CHART_PATH} (live page)",
                  "loop_lag": "CSV:", "tokens": SERVER_CSV_PATH})  # fmt: skip
     return rows
 

@@ -229,6 +229,8 @@ class Watch:
             if response.status == 200:
                 answer = json.loads(response.data)
                 runtime = answer if isinstance(answer, dict) else None
+        except urllib3.exceptions.NewConnectionError:
+            pass  # refused: a ConnectTimeoutError subclass in urllib3 2, but no wait at all
         except urllib3.exceptions.TimeoutError:
             timed_out = True
         except (urllib3.exceptions.HTTPError, OSError, ValueError):
@@ -268,8 +270,10 @@ class Watch:
                 "GET", f"{self.loaded_url}/healthz", timeout=self._probe_timeout, redirect=False
             )
             status = response.status
-        except urllib3.exceptions.TimeoutError:
-            error = "timeout"
+        except urllib3.exceptions.TimeoutError as exc:
+            # a refused connection is a ConnectTimeoutError subclass in urllib3 2: not a wait
+            refused = isinstance(exc, urllib3.exceptions.NewConnectionError)
+            error = f"refused: {exc}"[:200] if refused else "timeout"
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             error = f"{type(exc).__name__}: {exc}"[:200]
         probe = Probe(wall, t, (time.perf_counter() - sent) * 1000, status, error)
