@@ -179,6 +179,22 @@ def test_the_watch_polls_and_probes_on_its_own_until_stopped(fake_api: Any) -> N
     assert len(rows(watch.bystander_csv())) == count  # stopped
 
 
+def test_probes_still_waiting_at_the_stop_are_recorded_as_unfinished(fake_api: Any) -> None:
+    api = fake_api()
+    api.delay_s = 2.0
+    watch = Watch({"blocking": api.url}, api.url)
+    waiting = threading.Thread(target=watch.probe, daemon=True)
+    waiting.start()
+    time.sleep(0.5)
+    watch.stop()
+    [row] = rows(watch.bystander_csv())
+    assert row["status"] == "" and row["error"] == "unfinished at stop"
+    assert 400 <= float(row["latency_ms"]) < 2000  # a lower bound: the time until the stop
+    waiting.join()
+    assert len(rows(watch.bystander_csv())) == 1  # its late answer is not counted twice
+    assert watch.recent_bystander()[1] == pytest.approx(float(row["latency_ms"]), abs=0.01)
+
+
 def test_write_csv_puts_both_files_beside_the_prefix(fake_api: Any, tmp_path: Path) -> None:
     api = fake_api()
     watch = Watch({"sync": api.url}, api.url)

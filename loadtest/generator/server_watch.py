@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import math
 import threading
@@ -28,6 +29,7 @@ POLL_EVERY_S = 1.0
 POLL_TIMEOUT_S = 2.5  # no answer by then: the loop is blocked (uvloop answers after its queue)
 PROBE_EVERY_S = 0.2  # 5 bystander requests per second: light, yet a p99 within seconds
 PROBE_TIMEOUT_S = 10.0
+UNFINISHED = "unfinished at stop"  # a probe still waiting when the run stopped
 KEEP_S = 30 * 60  # memory bound of the series; a headless CSV of a longer run loses its start
 RECENT_S = 10.0  # the window of the bystander's "now" percentiles
 
@@ -108,8 +110,9 @@ class Probe:
 
     @property
     def counted(self) -> bool:
-        """In the percentiles: answered, or timed out (its latency is then a lower bound)."""
-        return self.status is not None or self.error == "timeout"
+        """In the percentiles: answered, or still waiting at the timeout or at the stop (its
+        latency is then a lower bound, and leaving it out would hide the worst waits)."""
+        return self.status is not None or self.error in ("timeout", UNFINISHED)
 
     def row(self) -> list[str]:
         return [_cell(self.wall), _cell(round(self.t, 3)), _cell(round(self.latency_ms, 2)),
@@ -173,6 +176,8 @@ class Watch:
         # Non-blocking pool: a slow server gets extra connections rather than queued probes.
         self._http = urllib3.PoolManager(maxsize=64, block=False, retries=False)
         self._lock = threading.Lock()
+        self._pending: dict[int, tuple[float, float, float]] = {}  # probes waiting: sent at
+        self._tokens = itertools.count()
         self._stopped = threading.Event()
         self.started_wall = time.time()
         self._started = time.perf_counter()
@@ -185,7 +190,14 @@ class Watch:
             threading.Thread(target=loop, daemon=True, name=f"server-watch{loop.__name__}").start()
 
     def stop(self) -> None:
+        """Stop sending. Probes still waiting become rows now: on a blocked server they are
+        the slowest ones, and the CSV is written right after the stop."""
         self._stopped.set()
+        now = time.perf_counter()
+        with self._lock:
+            for wall, t, sent in self._pending.values():
+                self.probes.append(Probe(wall, t, (now - sent) * 1000, None, UNFINISHED))
+            self._pending.clear()
 
     @property
     def running(self) -> bool:
@@ -265,6 +277,9 @@ class Watch:
         wall, t, sent = self._since()
         status: int | None = None
         error = ""
+        with self._lock:
+            token = next(self._tokens)
+            self._pending[token] = (wall, t, sent)
         try:
             response = self._http.request(
                 "GET", f"{self.loaded_url}/healthz", timeout=self._probe_timeout, redirect=False
@@ -278,7 +293,8 @@ class Watch:
             error = f"{type(exc).__name__}: {exc}"[:200]
         probe = Probe(wall, t, (time.perf_counter() - sent) * 1000, status, error)
         with self._lock:
-            self.probes.append(probe)
+            if self._pending.pop(token, None) is not None:  # else stop() has recorded it
+                self.probes.append(probe)
         return probe
 
     # --- reading -----------------------------------------------------------------------------
