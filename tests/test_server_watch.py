@@ -186,6 +186,8 @@ def test_probes_still_waiting_at_the_stop_are_recorded_as_unfinished(fake_api: A
     waiting = threading.Thread(target=watch.probe, daemon=True)
     waiting.start()
     time.sleep(0.5)
+    p50, p99 = watch.recent_bystander()  # still waiting: counted with its wait so far
+    assert p50 is not None and p99 is not None and 400 <= p50 == p99 < 1000
     watch.stop()
     [row] = rows(watch.bystander_csv())
     assert row["status"] == "" and row["error"] == "unfinished at stop"

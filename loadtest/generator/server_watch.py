@@ -300,9 +300,12 @@ class Watch:
     # --- reading -----------------------------------------------------------------------------
 
     def _recent_bystander(self, window_s: float = RECENT_S) -> tuple[float | None, float | None]:
-        """p50 and p99 (ms) of the probes sent in the last `window_s` seconds (call locked)."""
-        since = time.time() - window_s
+        """p50 and p99 (ms) of the probes sent in the last `window_s` seconds and of those
+        still waiting, counted with their wait so far (call locked): on a blocked server no
+        probe of the last seconds has come back yet, and they are what a bystander feels."""
+        since, now = time.time() - window_s, time.perf_counter()
         recent = [p.latency_ms for p in self.probes if p.wall >= since and p.counted]
+        recent += [(now - sent) * 1000 for _, _, sent in self._pending.values()]
         return percentile(recent, 0.5), percentile(recent, 0.99)
 
     def recent_bystander(self, window_s: float = RECENT_S) -> tuple[float | None, float | None]:
