@@ -400,9 +400,8 @@ def test_headless_runs_write_server_and_bystander_csv(start_api: Any, lab_tmp: P
         assert all(r["verdict"] and r["verdict_kind"] for r in polls)
         assert all(0 <= float(r["t"]) < 15 for r in polls)
         p99[variant] = bystander_p99(prefix)
-        if variant == "async":  # the loop computes: /runtime answers late or not at all
+        if variant == "async":  # the loop computes: /runtime answers late (or not in 2.5 s)
             assert {r["verdict_kind"] for r in polls} & {"loop", "cpu"}, polls
-            assert any(r["timed_out"] == "1" for r in polls), polls
         else:  # the loop is free: every poll answered, with the load inside the server
             assert all(r["ok"] == "1" for r in polls), polls
             assert max(float(r["in_flight"]) for r in polls) >= 10, polls
