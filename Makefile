@@ -25,7 +25,7 @@ MAX_USERS     ?= 800
 STEP_DURATION ?= 10s
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lock lint test lab bench-upstream compare capacity up urls down logs ps e2e clean
+.PHONY: help venv lock lint test test-ui lab bench-upstream compare capacity up urls down logs ps e2e clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -53,6 +53,15 @@ lint: venv ## ruff check + format check; mypy --strict; compose.yaml against the
 
 test: venv lint ## lint, then every test against real servers (PostgreSQL, upstream, APIs)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Debian's chromium for the browser test: Playwright's own browser download is not used.
+CHROMIUM ?= /usr/bin/chromium
+
+test-ui: venv ## Locust's web UI in headless chromium (installs Debian's chromium if missing)
+	@test -x $(CHROMIUM) || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
+		else echo "make test-ui: needs $(CHROMIUM): sudo apt-get install chromium"; exit 2; fi; }
+	CHROMIUM=$(CHROMIUM) $(PY) -m pytest -m ui tests/ui $(PYTEST_ARGS)
 
 lab: venv ## natively: PostgreSQL, upstream, every variant and Locust's UI; Ctrl-C stops all
 	$(PY) -m services.lab

@@ -293,8 +293,10 @@ def test_web_ui_offers_variants_scenarios_and_shapes(web_ui: str) -> None:
     assert options["work"]["default_value"] == 20
     assert {"step_users", "step_seconds", "max_users", "baseline_users"} <= set(options)
     assert args["show_userclass_picker"] is True
-    assert args["available_user_classes"] == sorted(s.user_class for s in SCENARIOS.values())
-    assert DOCUMENTED_USER_CLASSES <= set(args["available_user_classes"])
+    # Every scenario is offered (`users`), one ticked at first (generator/first_screen.py)
+    assert sorted(args["users"]) == sorted(s.user_class for s in SCENARIOS.values())
+    assert DOCUMENTED_USER_CLASSES <= set(args["users"])
+    assert args["available_user_classes"] == ["UpstreamUser"]
     assert args["available_shape_classes"] == ["Default", "Spike", "StepRamp"]
     assert args["host"] == ""
 

@@ -30,6 +30,7 @@ from locust.runners import WorkerRunner
 
 from loadtest.generator.hooks import listen
 from loadtest.generator.scenarios import SCENARIOS, Scenario
+from loadtest.generator.server_locust import ServerWatchHooks
 from loadtest.generator.targets import NAMES, load_targets
 
 DEFAULT_VARIANT = "async"
@@ -86,6 +87,13 @@ def _schedule_warmup_reset(environment: Environment, **kwargs: object) -> None:
 listen(events.init_command_line_parser, _arguments)
 listen(events.test_start, _decide_target)
 listen(events.test_start, _schedule_warmup_reset)
+# The server's side while the load runs (/runtime polls, a bystander probe, the web UI's Server
+# tab, CSVs beside --csv): registered after _decide_target, whose lab_target it watches.
+SERVER_WATCH = ServerWatchHooks(TARGETS)
+listen(events.init, SERVER_WATCH.on_init)
+listen(events.test_start, SERVER_WATCH.on_test_start)
+listen(events.test_stop, SERVER_WATCH.on_test_stop)
+listen(events.quitting, SERVER_WATCH.on_quitting)
 
 
 class LabUser(FastHttpUser):

@@ -1,0 +1,13 @@
+"""Keep each test's outcome on its item, so a browser fixture knows to screenshot a failure."""
+
+from collections.abc import Iterator
+
+import pytest
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call":
+        item.rep_call = report  # type: ignore[attr-defined]
