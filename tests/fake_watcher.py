@@ -52,7 +52,7 @@ def write_rows(path: Path, columns: Sequence[str], rows: Sequence[Mapping[str, A
 
 def server_row(runtime: Mapping[str, Any] | None, **fields: Any) -> dict[str, Any]:
     """A _server.csv row from one /runtime answer (None: no answer), as the watcher builds it."""
-    from loadtest.analysis.verdict import decide
+    from loadtest.generator.verdict import decide
 
     r: Mapping[str, Any] = runtime or {}
 

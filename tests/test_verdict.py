@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from loadtest.analysis.verdict import decide
+from loadtest.generator.verdict import decide
 
 SAMPLES: dict[str, dict[str, Any]] = json.loads(
     (Path(__file__).parent / "data" / "runtime_samples.json").read_text()

@@ -63,7 +63,7 @@ class ServerSample(TypedDict):
     rss_mb: float | None
     threads: float | None
     generator_cpu_pct: float | None  # Locust's busiest process, when the poller knew it
-    verdict_kind: str | None  # analysis/verdict.py, for this poll
+    verdict_kind: str | None  # generator/verdict.py, for this poll
     verdict: str | None
     # compare's poller only: the worst lag of the server's last window (10 s)
     loop_lag_max_ms: NotRequired[float | None]

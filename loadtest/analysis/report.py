@@ -181,7 +181,7 @@ def compare_markdown(results: CompareResults) -> str:
         "worker processes, offload's pool); bystander: one `GET /healthz` every 0.2 s on the "
         "loaded target, not in Locust's stats: what every other request feels; verdict: the "
         "most frequent bottleneck among the /runtime polls, in how many of them "
-        "(loadtest/analysis/verdict.py). " + _sources_line(results["runs"]),
+        "(loadtest/generator/verdict.py). " + _sources_line(results["runs"]),
     ]
     for scenario in scenarios:
         runs = [r for r in results["runs"] if r["scenario"] == scenario]

@@ -8,7 +8,7 @@ in the same shape. Tests recompute these numbers from results.json with the same
 - percentiles are nearest-rank (the ceil(q * n)-th smallest value), the bystander's over the
   probes answered or still waiting at a timeout or at the stop (their wait so far);
 - the run's verdict is the most frequent kind among the window's polls (ties: the earlier rule
-  in analysis/verdict.py), with the line of the median poll of that kind by the number it names.
+  in generator/verdict.py), with the line of the median poll of that kind by the number it names.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from loadtest.analysis.records import (
     ServerSample,
     ServerSummary,
 )
-from loadtest.analysis.verdict import Kind, decide
+from loadtest.generator.verdict import Kind, decide
 
 # Where a run's server samples came from (ServerSummary["source"]).
 SOURCES: Final = {

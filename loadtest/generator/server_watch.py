@@ -23,7 +23,7 @@ from typing import Any
 
 import urllib3
 
-from loadtest.analysis.verdict import decide
+from loadtest.generator.verdict import decide
 
 POLL_EVERY_S = 1.0
 POLL_TIMEOUT_S = 2.5  # no answer by then: the loop is blocked (uvloop answers after its queue)
