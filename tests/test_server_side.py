@@ -1,9 +1,13 @@
-"""The server side of a run over synthetic watcher CSVs (tests/fake_watcher.py writes them in the
-agreed format): window, missing cells, timeouts, the run's verdict, bystander percentiles."""
+"""The server side of a run over synthetic watcher CSVs, written by the Locust watcher's own
+writer (generator/server_watch.py: its Poll and Probe rows, Watch.write_csv) from recorded
+/runtime answers: window, missing cells, timeouts, the run's verdict, bystander percentiles."""
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +15,8 @@ import pytest
 
 from loadtest.analysis import server_csv, server_side
 from loadtest.analysis.records import CpuSample
-from tests.fake_watcher import BYSTANDER_COLUMNS, SERVER_COLUMNS, server_row, write_rows
+from loadtest.generator.server_watch import POLL_TIMEOUT_S, Poll, Probe, Watch
+from loadtest.generator.verdict import decide
 
 RUNTIME: dict[str, dict[str, Any]] = {
     name: sample["runtime"]
@@ -20,22 +25,85 @@ RUNTIME: dict[str, dict[str, Any]] = {
     ).items()
 }
 T0 = 1_700_000_000.0  # wall of the first poll
+URL = "http://api.invalid"  # never called: the polls and probes are made here
 
 
-def rows_at(*rows: dict[str, Any]) -> list[dict[str, Any]]:
-    """Rows one second apart from T0 (the watcher polls every second)."""
-    return [{"wall": T0 + i, "t": float(i), "poll_ms": 3.0, **r} for i, r in enumerate(rows)]
+def poll(
+    runtime: dict[str, Any] | None,
+    *,
+    timed_out: bool = False,
+    generator_cpu_pct: float | None = None,
+    variant: str = "sync",
+    target: bool = True,
+) -> Poll:
+    """One /runtime answer (None: no answer) as the watcher records it, verdict included."""
+    verdict = decide(runtime, generator_cpu_pct, POLL_TIMEOUT_S if timed_out else None)
+    return Poll(
+        0.0, 0.0, variant, target, runtime is not None, timed_out, 3.0, runtime,
+        generator_cpu_pct, verdict.kind, verdict.line,
+    )  # fmt: skip
 
 
-def write_server(tmp_path: Path, rows: list[dict[str, Any]]) -> Path:
-    path = server_csv.server_path(tmp_path / "run")
-    write_rows(path, SERVER_COLUMNS, rows)
-    return path
+def polls_at(*polls: Poll) -> list[Poll]:
+    """Polls one second apart from T0 (the watcher polls every second)."""
+    return [dataclasses.replace(p, wall=T0 + i, t=float(i)) for i, p in enumerate(polls)]
 
 
-def test_agreed_columns() -> None:
-    assert server_csv.SERVER_COLUMNS == SERVER_COLUMNS
-    assert server_csv.BYSTANDER_COLUMNS == BYSTANDER_COLUMNS
+def write(tmp_path: Path, polls: Iterable[Poll] = (), probes: Iterable[Probe] = ()) -> Path:
+    """PREFIX_server.csv and PREFIX_bystander.csv as the watcher writes them; the prefix."""
+    watch = Watch({}, URL, poll_all=False)
+    watch.watched[URL].polls.extend(polls)
+    watch.probes.extend(probes)
+    prefix = tmp_path / "run"
+    watch.write_csv(prefix)
+    return prefix
+
+
+def write_server(tmp_path: Path, polls: Iterable[Poll]) -> Path:
+    return server_csv.server_path(write(tmp_path, polls))
+
+
+def without(runtime: dict[str, Any], *fields: str) -> dict[str, Any]:
+    """A copy of a /runtime answer whose "process" lacks `fields`."""
+    copy = json.loads(json.dumps(runtime))
+    for name in fields:
+        del copy["process"][name]
+    return copy
+
+
+# Each _server.csv column that is a /runtime field, and where /runtime has it.
+RUNTIME_FIELDS = {
+    "loop_lag_ms": ("loop_lag_ms",),
+    "threadpool_borrowed": ("threadpool", "borrowed"),
+    "threadpool_total": ("threadpool", "total"),
+    "db_in_use": ("db_pool", "in_use"),
+    "db_waiting": ("db_pool", "waiting"),
+    "db_max": ("db_pool", "max"),
+    "executor_queued": ("executor", "queued"),
+    "cpu_pct": ("process", "cpu_pct"),
+    "children_cpu_pct": ("process", "children_cpu_pct"),
+    "rss_mb": ("process", "rss_mb"),
+    "threads": ("process", "threads"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RUNTIME))
+def test_a_poll_reads_back_as_the_runtime_it_recorded(tmp_path: Path, name: str) -> None:
+    """The watcher's row, read by compare: every /runtime field, in_flight less the poll."""
+    runtime: dict[str, Any] | None = RUNTIME[name]
+    (sample,) = server_csv.read_server(write_server(tmp_path, polls_at(poll(runtime)))) or []
+    for column, path in RUNTIME_FIELDS.items():
+        value: Any = runtime
+        for part in path:
+            value = value.get(part) if isinstance(value, dict) else None
+        assert sample[column] == (None if value is None else pytest.approx(value, abs=1e-3))
+    in_flight = None if runtime is None else max(0, runtime["in_flight"] - 1)
+    assert sample["in_flight"] == in_flight  # a recorded poll may have had no answer
+    assert (sample["wall"], sample["ok"], sample["timed_out"]) == (T0, runtime is not None, False)
+    assert (sample["verdict_kind"], sample["verdict"]) == (
+        decide(runtime, None, None).kind,
+        decide(runtime, None, None).line,
+    )
 
 
 def test_missing_files_read_as_none(tmp_path: Path) -> None:
@@ -44,10 +112,10 @@ def test_missing_files_read_as_none(tmp_path: Path) -> None:
 
 
 def test_rows_missing_cells_and_timeouts(tmp_path: Path) -> None:
-    rows = rows_at(
-        server_row(RUNTIME["sync-upstream-200"]),
-        server_row(None, timed_out=True),  # /runtime did not answer within 2.5 s
-        server_row(RUNTIME["async-upstream-20"]) | {"cpu_pct": None, "rss_mb": None},
+    rows = polls_at(
+        poll(RUNTIME["sync-upstream-200"]),
+        poll(None, timed_out=True),  # /runtime did not answer within 2.5 s
+        poll(without(RUNTIME["async-upstream-20"], "cpu_pct", "rss_mb")),
     )
     samples = server_csv.read_server(write_server(tmp_path, rows))
     assert samples is not None and len(samples) == 3
@@ -64,31 +132,38 @@ def test_rows_missing_cells_and_timeouts(tmp_path: Path) -> None:
     assert summary["cpu_mean_pct"] == pytest.approx(cpu, abs=0.05)  # the empty cell is skipped
     peaks = server_side.peaks(samples)
     assert peaks["polls_sent"] == 3 and peaks["polls_answered"] == 2
-    assert peaks["threadpool_borrowed"] == 40 and peaks["loop_lag_max_ms"] is None
+    assert peaks["threadpool_borrowed"] == 40
+    lags = (RUNTIME[name]["loop_lag_ms"] for name in ("sync-upstream-200", "async-upstream-20"))
+    assert peaks["loop_lag_ms"] == pytest.approx(max(lags), abs=1e-3)
 
 
 def test_only_the_loaded_targets_rows(tmp_path: Path) -> None:
     """A watcher that polls every variant for its web UI tab writes theirs with target 0."""
-    loaded = server_row(RUNTIME["sync-upstream-200"], variant="sync", target=1)
-    other = server_row(RUNTIME["async-upstream-20"], variant="async", target=0)
-    samples = server_csv.read_server(write_server(tmp_path, rows_at(loaded, other, loaded)))
+    loaded = poll(RUNTIME["sync-upstream-200"], variant="sync", target=True)
+    other = poll(RUNTIME["async-upstream-20"], variant="async", target=False)
+    samples = server_csv.read_server(write_server(tmp_path, polls_at(loaded, other, loaded)))
     assert samples is not None and [s["t"] for s in samples] == [0.0, 2.0]
     assert {s["verdict_kind"] for s in samples} == {"threadpool"}
 
 
 def test_an_older_watcher_without_a_column(tmp_path: Path) -> None:
-    path = server_csv.server_path(tmp_path / "old")
-    columns = [c for c in SERVER_COLUMNS if c != "children_cpu_pct"]
-    write_rows(path, columns, rows_at(server_row(RUNTIME["offload-cpu-20"])))
+    path = write_server(tmp_path, polls_at(poll(RUNTIME["offload-cpu-20"])))
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    columns = [c for c in server_csv.SERVER_COLUMNS if c != "children_cpu_pct"]
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
     (sample,) = server_csv.read_server(path) or []
     assert sample["children_cpu_pct"] is None and sample["cpu_pct"] is not None
 
 
 def test_window_is_locusts_measured_span(tmp_path: Path) -> None:
-    idle = server_row(RUNTIME["async-upstream-20"])
-    busy = server_row(RUNTIME["blocking-upstream-20"])
+    idle = poll(RUNTIME["async-upstream-20"])
+    busy = poll(RUNTIME["blocking-upstream-20"])
     # 2 warm-up polls (t 0, 1), 3 measured (t 2..4), 1 after the last request (t 5)
-    rows = rows_at(busy, busy, idle, idle, idle, busy)
+    rows = polls_at(busy, busy, idle, idle, idle, busy)
     samples = server_csv.read_server(write_server(tmp_path, rows))
     assert samples is not None
     window = server_side.in_window(samples, T0 + 2, T0 + 4)
@@ -98,12 +173,12 @@ def test_window_is_locusts_measured_span(tmp_path: Path) -> None:
 
 
 def test_verdict_majority_tie_and_representative_line(tmp_path: Path) -> None:
-    def pool(borrowed: int, in_flight: int) -> dict[str, Any]:
+    def pool(borrowed: int, in_flight: int) -> Poll:
         runtime = json.loads(json.dumps(RUNTIME["sync-upstream-200"]))
         runtime["threadpool"]["borrowed"], runtime["in_flight"] = borrowed, in_flight + 1
-        return server_row(runtime)
+        return poll(runtime)
 
-    lines = rows_at(pool(40, 100), pool(40, 180), pool(40, 140), server_row(None, timed_out=True))
+    lines = polls_at(pool(40, 100), pool(40, 180), pool(40, 140), poll(None, timed_out=True))
     samples = server_csv.read_server(write_server(tmp_path, lines)) or []
     summary = server_side.server_summary(samples, "locust")
     assert summary["verdict_kind"] == "threadpool"
@@ -124,7 +199,7 @@ def cpu_at(wall: float, busiest: float) -> CpuSample:
 
 
 def test_locusts_cpu_from_compare_when_the_row_has_none(tmp_path: Path) -> None:
-    rows = rows_at(*[server_row(RUNTIME["sync-upstream-200"])] * 3)
+    rows = polls_at(*[poll(RUNTIME["sync-upstream-200"])] * 3)
     samples = server_csv.read_server(write_server(tmp_path, rows)) or []
     hot = [cpu_at(T0 + i + 0.3, 97.0) for i in range(3)]
     summary = server_side.server_summary(samples, "locust", hot)
@@ -132,24 +207,22 @@ def test_locusts_cpu_from_compare_when_the_row_has_none(tmp_path: Path) -> None:
     cool = [cpu_at(T0 + i + 0.3, 30.0) for i in range(3)]
     assert server_side.server_summary(samples, "locust", cool)["verdict_kind"] == "threadpool"
     # a row that knew Locust's CPU keeps its own verdict
-    known = rows_at(*[server_row(RUNTIME["sync-upstream-200"], generator_cpu_pct=40.0)] * 3)
+    known = polls_at(*[poll(RUNTIME["sync-upstream-200"], generator_cpu_pct=40.0)] * 3)
     samples = server_csv.read_server(write_server(tmp_path, known)) or []
     assert server_side.server_summary(samples, "locust", hot)["verdict_kind"] == "threadpool"
 
 
 def test_bystander_percentiles_failures_and_window(tmp_path: Path) -> None:
-    latencies = [float(ms) for ms in range(1, 101)]  # 1 .. 100 ms
-    rows = [
-        {"wall": T0 + i * 0.2, "t": i * 0.2, "latency_ms": ms, "status": 200}
-        for i, ms in enumerate(latencies)
-    ]
-    rows[10] |= {"status": None, "error": "timeout", "latency_ms": 2500.0}  # waited: counts
-    rows[11] |= {"status": 503}  # answered, but not OK
-    rows[12] |= {"status": None, "error": "refused: connection refused", "latency_ms": 0.3}
-    rows[13] |= {"status": None, "error": "unfinished at stop", "latency_ms": 4000.0}
-    path = server_csv.bystander_path(tmp_path / "run")
-    write_rows(path, BYSTANDER_COLUMNS, rows)
-    probes = server_csv.read_bystander(path) or []
+    # 1 .. 100 ms, one probe every 0.2 s
+    rows = [Probe(T0 + i * 0.2, i * 0.2, float(i + 1), 200, "") for i in range(100)]
+    rows[10] = dataclasses.replace(rows[10], status=None, error="timeout", latency_ms=2500.0)
+    rows[11] = dataclasses.replace(rows[11], status=503)  # answered, but not OK
+    refused = "refused: connection refused"
+    rows[12] = dataclasses.replace(rows[12], status=None, error=refused, latency_ms=0.3)
+    unfinished = "unfinished at stop"
+    rows[13] = dataclasses.replace(rows[13], status=None, error=unfinished, latency_ms=4000.0)
+    probes = server_csv.read_bystander(server_csv.bystander_path(write(tmp_path, probes=rows)))
+    assert probes is not None
     assert len(probes) == 100 and probes[12]["status"] is None and probes[0]["error"] is None
     summary = server_side.bystander_summary(probes)
     assert (summary["probes"], summary["failures"]) == (100, 4)
@@ -169,18 +242,6 @@ def test_percentile_is_nearest_rank() -> None:
     assert server_side.percentile([7.0], 0.99) == 7.0
     assert server_side.percentile([4.0, 1.0, 3.0, 2.0], 0.5) == 2.0
     assert server_side.percentile([float(i) for i in range(1, 201)], 0.99) == 198.0
-
-
-@pytest.mark.parametrize("name", sorted(RUNTIME))
-def test_compares_own_poller_fills_the_same_row(name: str) -> None:
-    """The fallback (monitor.RuntimeSampler) and the watcher's row agree on every column."""
-    ours = server_side.sample_from_runtime(
-        RUNTIME[name], wall=T0, t=0.0, poll_ms=1.0, timed_out=False, poll_timeout_s=2.5
-    )
-    theirs = server_row(RUNTIME[name])
-    for column in SERVER_COLUMNS:
-        if column in theirs and column in ours:
-            assert ours[column] == theirs[column], column
 
 
 def run_record(**server: Any) -> dict[str, Any]:
@@ -212,21 +273,42 @@ def test_report_cells_show_the_workers_only_when_they_worked() -> None:
     assert report.cpu_text(idle) == "3 / 4"
 
 
-def test_the_fallback_is_said_in_a_warning() -> None:
-    from types import SimpleNamespace
+def test_a_run_without_the_watchers_csvs_has_no_server_samples_and_one_warning(
+    tmp_path: Path,
+) -> None:
+    """Locust crashed (or was killed) before the watcher wrote its files: the run's record has
+    no server samples, empty summaries, and says so once (not also as unanswered polls)."""
+    from loadtest.analysis.littles_law import Limits
+    from loadtest.analysis.locust_stats import Summary
+    from loadtest.generator.scenarios import SCENARIOS
+    from loadtest.orchestrate import measure
+    from loadtest.orchestrate.run import Load, RunOutcome, RunSpec
 
-    from loadtest.orchestrate.measure import _server_source_warning
+    runtime = RUNTIME["async-upstream-20"]
+    target = measure.Target("async", URL, Limits.from_runtime(runtime), 2, {})
+    load = Load(users=10, spawn_rate=10, duration_s=30)
+    spec = RunSpec(SCENARIOS["upstream"], URL, load, tmp_path / "run")
+    summary = Summary(100, 0, 0.0, 10.0, 100.0, 120.0, 150.0, 105.0, 160.0, T0, T0 + 30)
+    outcome = RunOutcome(spec, spec.command(), 0, 31.0, False, summary, [])
+    assert (outcome.server_source, outcome.bystander_samples) == ("none", None)
+    record = measure._record(SCENARIOS["upstream"], target, load, outcome)
+    warnings = measure._judge(outcome, record, load, None)
+    assert warnings == [
+        "Locust wrote no _server.csv or _bystander.csv (the server watcher's files; see the "
+        "run's .log): no server samples; no bystander latency"
+    ]
+    assert record["server_samples"] == [] and record["bystander_samples"] == []
+    assert record["server"]["source"] == "none" and record["server"]["polls"] == 0
+    assert record["server"]["verdict"] is None and record["bystander"]["probes"] == 0
+    assert record["server_peaks"]["polls_sent"] == 0
+    assert "server_csv" not in outcome.files()
+    # the report says where the server samples came from: nowhere
+    from loadtest.analysis import report
 
-    def outcome(source: str, probes: list[Any] | None) -> Any:
-        return SimpleNamespace(server_source=source, bystander_samples=probes)
-
-    assert _server_source_warning(outcome("locust", [])) is None
-    assert _server_source_warning(outcome("compare", None)) == (
-        "Locust wrote no _server.csv or _bystander.csv (no server watcher): server samples "
-        "from compare's own /runtime poller; no bystander latency"
-    )
-    # run.POLL_RUNTIME False (after the watcher merges) and an older locustfile
-    assert _server_source_warning(outcome("none", None)) == (
-        "Locust wrote no _server.csv or _bystander.csv (no server watcher): no server samples; "
+    assert report._sources_line([record]) == ("Server samples: none (Locust wrote no _server.csv).")
+    # only the bystander's file missing: still one warning, naming just that
+    with_server = dataclasses.replace(outcome, server_source="locust")
+    assert measure._server_source_warning(with_server) == (
+        "Locust wrote no _bystander.csv (the server watcher's files; see the run's .log): "
         "no bystander latency"
     )

@@ -42,8 +42,8 @@ class HistoryRow(TypedDict):
 
 class ServerSample(TypedDict):
     """One /runtime poll of the loaded target, in the columns of the Locust watcher's
-    PREFIX_server.csv (compare's own RuntimeSampler, the fallback, fills the same shape).
-    None where /runtime gave nothing (no answer, or a field this server does not report)."""
+    PREFIX_server.csv (analysis/server_csv.py). None where /runtime gave nothing (no answer,
+    or a field this server does not report)."""
 
     wall: float  # epoch s
     t: float  # seconds since polling started
@@ -65,8 +65,6 @@ class ServerSample(TypedDict):
     generator_cpu_pct: float | None  # Locust's busiest process, when the poller knew it
     verdict_kind: str | None  # generator/verdict.py, for this poll
     verdict: str | None
-    # compare's poller only: the worst lag of the server's last window (10 s)
-    loop_lag_max_ms: NotRequired[float | None]
 
 
 class BystanderSample(TypedDict):
@@ -108,14 +106,13 @@ class BystanderSummary(TypedDict):
 
 
 class ServerPeaks(TypedDict):
-    """The highest of each /runtime field over the measured window, and how many polls answered."""
+    """The highest of each /runtime field over the measured window's answered polls, and how
+    many polls were sent and answered."""
 
     loop_lag_ms: float | None
-    loop_lag_max_ms: float | None
     threadpool_borrowed: float | None
     db_pool_waiting: float | None
     in_flight: float | None
-    loop_lag_peak_ms: float | None
     polls_sent: int
     polls_answered: int
 

@@ -96,7 +96,7 @@ def compare_row(run: RunRecord) -> str:
         "n/a" if st["failure_pct"] is None else f"{st['failure_pct']:.1f}",
         fmt_rps(run["ceiling"]["rps"]),
         fmt_pct(run["pct_of_ceiling"]),
-        _peak(peaks.get("loop_lag_peak_ms")),
+        _peak(peaks.get("loop_lag_ms")),
         _peak(peaks.get("threadpool_borrowed")),
         _peak(peaks.get("db_pool_waiting")),
         _peak(peaks.get("in_flight")),
@@ -174,8 +174,9 @@ def compare_markdown(results: CompareResults) -> str:
         *(_settings_line(v, t) for v, t in results["targets"].items()),
         "",
         "Ceiling: Little's law, the most req/s the variant's limits allow (see "
-        "loadtest/analysis/littles_law.py). Peaks: the highest of the target's /runtime over "
-        "the measured window. Locust CPU: its busiest process, % of one core.",
+        "loadtest/analysis/littles_law.py). Peaks: the highest of the target's /runtime answers "
+        "over the measured window (a poll left unanswered counts in the verdict, not here). "
+        "Locust CPU: its busiest process, % of one core.",
         "",
         "Server side, over the same window: API CPU in % of one core (CPU workers: the API's "
         "worker processes, offload's pool); bystander: one `GET /healthz` every 0.2 s on the "

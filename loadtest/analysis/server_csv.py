@@ -15,13 +15,10 @@ from pathlib import Path
 
 from loadtest.analysis.records import BystanderSample, ServerSample
 
-SERVER_COLUMNS = (
-    "wall", "t", "variant", "target", "ok", "timed_out", "poll_ms", "loop_lag_ms",
-    "threadpool_borrowed", "threadpool_total", "db_in_use", "db_waiting", "db_max", "in_flight",
-    "executor_queued", "cpu_pct", "children_cpu_pct", "rss_mb", "threads", "generator_cpu_pct",
-    "verdict_kind", "verdict",
-)  # fmt: skip
-BYSTANDER_COLUMNS = ("wall", "t", "latency_ms", "status", "error")
+# The columns the watcher writes, from the watcher itself (one definition).
+from loadtest.generator.server_watch import BYSTANDER_COLUMNS, SERVER_COLUMNS
+
+__all__ = ["BYSTANDER_COLUMNS", "SERVER_COLUMNS", "read_bystander", "read_server"]
 
 
 def server_path(prefix: Path | str) -> Path:

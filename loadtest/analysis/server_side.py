@@ -2,8 +2,8 @@
 run's bottleneck verdict and the /runtime peaks, from the samples results.json keeps.
 
 Pure functions over records (analysis/records.py): the samples come from the Locust watcher's
-CSVs (analysis/server_csv.py) or, without them, from compare's own poller (orchestrate/monitor.py),
-in the same shape. Tests recompute these numbers from results.json with the same rules:
+CSVs (analysis/server_csv.py); a run without them has none, and its summaries are empty.
+Tests recompute these numbers from results.json with the same rules:
 - the window is Locust's measured span, started_at <= wall <= ended_at (the warm-up is before);
 - percentiles are nearest-rank (the ceil(q * n)-th smallest value), the bystander's over the
   probes answered or still waiting at a timeout or at the stop (their wait so far);
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, Final, TypeVar, get_args
 
 from loadtest.analysis.records import (
@@ -31,8 +31,7 @@ from loadtest.generator.verdict import Kind, decide
 # Where a run's server samples came from (ServerSummary["source"]).
 SOURCES: Final = {
     "locust": "the Locust watcher's _server.csv (one /runtime poll a second)",
-    "compare": "compare's own /runtime poller (the locustfile wrote no _server.csv)",
-    "none": "not monitored",
+    "none": "none (Locust wrote no _server.csv)",
 }
 # verdict.decide's rules in order: a tie between kinds goes to the earlier rule.
 KIND_ORDER: Final = get_args(Kind)
@@ -91,46 +90,6 @@ def probe_waited(sample: BystanderSample) -> bool:
 def probe_ok(sample: BystanderSample) -> bool:
     status = sample["status"]
     return sample["error"] is None and status is not None and 200 <= status < 400
-
-
-def sample_from_runtime(
-    data: Mapping[str, Any] | None,
-    *,
-    wall: float,
-    t: float,
-    poll_ms: float | None,
-    timed_out: bool,
-    poll_timeout_s: float,
-    generator_cpu_pct: float | None = None,
-) -> ServerSample:
-    """One /runtime answer (None: no answer) as a row of _server.csv, verdict included."""
-    d: Mapping[str, Any] = data or {}
-    in_flight = _num(d, "in_flight")
-    verdict = decide(data, generator_cpu_pct, poll_timeout_s if timed_out else None)
-    return ServerSample(
-        wall=wall,
-        t=t,
-        ok=data is not None,
-        timed_out=timed_out,
-        poll_ms=poll_ms,
-        loop_lag_ms=_num(d, "loop_lag_ms"),
-        threadpool_borrowed=_num(d, "threadpool", "borrowed"),
-        threadpool_total=_num(d, "threadpool", "total"),
-        db_in_use=_num(d, "db_pool", "in_use"),
-        db_waiting=_num(d, "db_pool", "waiting"),
-        db_max=_num(d, "db_pool", "max"),
-        # /runtime counts itself as in flight: the poll that reads it.
-        in_flight=None if in_flight is None else max(0.0, in_flight - 1),
-        executor_queued=_num(d, "executor", "queued"),
-        cpu_pct=_num(d, "process", "cpu_pct"),
-        children_cpu_pct=_num(d, "process", "children_cpu_pct"),
-        rss_mb=_num(d, "process", "rss_mb"),
-        threads=_num(d, "process", "threads"),
-        generator_cpu_pct=generator_cpu_pct,
-        verdict_kind=verdict.kind,
-        verdict=verdict.line,
-        loop_lag_max_ms=_num(d, "loop_lag_max_ms"),
-    )
 
 
 def verdicts(
@@ -201,25 +160,20 @@ def _run_verdict(
     return kind, ordered[(len(ordered) - 1) // 2][1], len(mine)
 
 
-def peaks(window: Sequence[ServerSample], lag_window_s: float = 10.0) -> ServerPeaks:
-    """The highest of each /runtime field over the window. loop_lag_max_ms is the worst lag of
-    the server's last `lag_window_s` (only compare's poller reads it): until such a window has
-    passed since polling began it may still show the previous run's lag, so only later polls
-    count."""
+def peaks(window: Sequence[ServerSample]) -> ServerPeaks:
+    """The highest of each /runtime field over the window's answered polls (a poll /runtime did
+    not answer in time has no values: a blocked loop shows in the verdict, not here)."""
     ok = [s for s in window if s["ok"]]
 
-    def peak(key: str, since_t: float = 0.0) -> float | None:
-        values = [v for s in ok if s["t"] >= since_t and isinstance(v := s.get(key), int | float)]
+    def peak(key: str) -> float | None:
+        values = [v for s in ok if isinstance(v := s.get(key), int | float)]
         return max(values, default=None)
 
-    lag, lag_max = peak("loop_lag_ms"), peak("loop_lag_max_ms", since_t=lag_window_s)
     return ServerPeaks(
-        loop_lag_ms=lag,
-        loop_lag_max_ms=lag_max,
+        loop_lag_ms=peak("loop_lag_ms"),
         threadpool_borrowed=peak("threadpool_borrowed"),
         db_pool_waiting=peak("db_waiting"),
         in_flight=peak("in_flight"),
-        loop_lag_peak_ms=max((v for v in (lag, lag_max) if v is not None), default=None),
         polls_sent=len(window),
         polls_answered=len(ok),
     )
@@ -234,10 +188,3 @@ def _nearest_cpu(cpu_samples: Sequence[CpuSample], wall: float) -> float | None:
 
 def _mean(values: Sequence[float]) -> float | None:
     return round(sum(values) / len(values), 1) if values else None
-
-
-def _num(data: Mapping[str, Any], *path: str) -> float | None:
-    value: Any = data
-    for part in path:
-        value = value.get(part) if isinstance(value, Mapping) else None
-    return float(value) if isinstance(value, int | float) else None

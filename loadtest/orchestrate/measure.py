@@ -95,7 +95,7 @@ def _record(scenario: Scenario, target: Target, load: Load, outcome: RunOutcome)
             "cpu_unit_ms": round(unit_ms, 3),
         },
         "pct_of_ceiling": 100 * rps / ceil.rps if rps is not None and ceil.rps else None,
-        "server_peaks": server_side.peaks(polls, outcome.lag_window_s),
+        "server_peaks": server_side.peaks(polls),
         "server": server_side.server_summary(polls, outcome.server_source, outcome.cpu_samples),
         "bystander": server_side.bystander_summary(probes),
         "generator_cpu": outcome.cpu_summary or CpuSampler.summary([]),
@@ -136,24 +136,20 @@ def _judge(outcome: RunOutcome, record: RunRecord, load: Load, cpu_bound: str | 
 
 
 def _server_source_warning(outcome: RunOutcome) -> str | None:
-    """Say when the run lacks the Locust watcher's files (an older locustfile)."""
-    missing = [
-        name
-        for name, absent in (
-            ("_server.csv", outcome.server_source != "locust"),
-            ("_bystander.csv", outcome.bystander_samples is None),
+    """One warning when the run lacks the Locust watcher's files (Locust crashed or was killed
+    before writing them, or a locustfile without the watcher): what the run then lacks."""
+    lacks = [
+        (name, what)
+        for name, what, absent in (
+            ("_server.csv", "no server samples", outcome.server_source != "locust"),
+            ("_bystander.csv", "no bystander latency", outcome.bystander_samples is None),
         )
         if absent
     ]
-    if not missing:
+    if not lacks:
         return None
-    fallback = (
-        "server samples from compare's own /runtime poller"
-        if outcome.server_source == "compare"
-        else "no server samples"
-    )
-    bystander = "; no bystander latency" if outcome.bystander_samples is None else ""
-    return f"Locust wrote no {' or '.join(missing)} (no server watcher): {fallback}{bystander}"
+    names, whats = " or ".join(n for n, _ in lacks), "; ".join(w for _, w in lacks)
+    return f"Locust wrote no {names} (the server watcher's files; see the run's .log): {whats}"
 
 
 class TargetError(RuntimeError):

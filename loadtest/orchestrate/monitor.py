@@ -1,24 +1,22 @@
-"""Watch what happens around a load run: the target's /runtime and the load generator's CPU.
+"""What compare and capacity ask the target directly (its /runtime, its /cpu), and the load
+generator's CPU during a run.
 
-Both samplers are threads polling every `interval` seconds; they keep every sample (results.json
-has them all; analysis/server_side.py judges them).
+The target's side of a run is not polled here: the Locust watcher (generator/server_watch.py)
+polls /runtime and probes /healthz inside every run and writes PREFIX_server.csv and
+PREFIX_bystander.csv (read by analysis/server_csv.py). CpuSampler is a thread sampling Locust's
+process tree every `interval` seconds; it keeps every sample (results.json has them all).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import httpx
 import psutil
 
-from loadtest.analysis.records import CpuSample, CpuSummary, ServerSample
-from loadtest.analysis.server_side import sample_from_runtime
-
-# compare's own /runtime poll waits this long, like the Locust watcher's.
-POLL_TIMEOUT_S = 2.5
+from loadtest.analysis.records import CpuSample, CpuSummary
 
 
 def read_runtime(url: str, timeout: float = 5.0) -> dict[str, Any]:
@@ -59,22 +57,23 @@ def cpu_unit_s(url: str, kind: str, work: int = 20, tries: int = 5) -> float | N
     return best
 
 
-SampleT = TypeVar("SampleT", ServerSample, CpuSample)
+class CpuSampler(threading.Thread):
+    """CPU of the Locust process and its children, in % of one core (psutil's convention)."""
 
-
-class _Poller(threading.Thread, Generic[SampleT]):
-    def __init__(self, interval: float, sample: Callable[[], SampleT]) -> None:
+    def __init__(self, pid: int, interval: float = 0.5) -> None:
         super().__init__(daemon=True)
         self.interval = interval
-        self._sample: Callable[[], SampleT] = sample
-        self.samples: list[SampleT] = []
+        self.samples: list[CpuSample] = []
         self._stop_event = threading.Event()
         self._t0 = time.monotonic()
+        self._root = psutil.Process(pid)
+        self._procs: dict[int, psutil.Process] = {}
+        self._cores = psutil.cpu_count() or 1
 
     def run(self) -> None:
         while not self._stop_event.is_set():
             began = time.monotonic()
-            point = self._sample()
+            point = self._poll()
             point["t"] = round(began - self._t0, 2)
             point["wall"] = round(time.time(), 2)
             self.samples.append(point)
@@ -83,55 +82,6 @@ class _Poller(threading.Thread, Generic[SampleT]):
     def stop(self) -> None:
         self._stop_event.set()
         self.join(timeout=10)
-
-
-class RuntimeSampler(_Poller[ServerSample]):
-    """GET /runtime every `interval` s, one poll at a time (a blocked loop is not flooded), each
-    kept as a row of the Locust watcher's _server.csv would be (analysis/server_side.py): the
-    fallback when the locustfile writes no such file."""
-
-    def __init__(self, url: str, interval: float = 0.5, timeout: float = POLL_TIMEOUT_S) -> None:
-        self.url = url
-        self.timeout = timeout
-        self.lag_window_s = 10.0  # the server's window for loop_lag_max_ms (from /runtime)
-        self._client = httpx.Client(timeout=timeout)
-        super().__init__(interval, self._poll)
-
-    def _poll(self) -> ServerSample:
-        began = time.monotonic()
-        data: dict[str, Any] | None = None
-        timed_out = False
-        try:
-            response = self._client.get(f"{self.url}/runtime")
-            response.raise_for_status()
-            data = response.json()
-            self.lag_window_s = float(data.get("loop_lag_window_s", self.lag_window_s))
-        except httpx.TimeoutException:
-            timed_out = True
-        except (httpx.HTTPError, ValueError):
-            pass
-        return sample_from_runtime(
-            data,
-            wall=0.0,  # set by the poller, like t
-            t=0.0,
-            poll_ms=round((time.monotonic() - began) * 1000, 1),
-            timed_out=timed_out,
-            poll_timeout_s=self.timeout,
-        )
-
-    def stop(self) -> None:
-        super().stop()
-        self._client.close()
-
-
-class CpuSampler(_Poller[CpuSample]):
-    """CPU of the Locust process and its children, in % of one core (psutil's convention)."""
-
-    def __init__(self, pid: int, interval: float = 0.5) -> None:
-        self._root = psutil.Process(pid)
-        self._procs: dict[int, psutil.Process] = {}
-        self._cores = psutil.cpu_count() or 1
-        super().__init__(interval, self._poll)
 
     def _poll(self) -> CpuSample:
         per_proc: list[float] = []

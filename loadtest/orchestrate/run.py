@@ -1,11 +1,12 @@
 """Run one bounded, headless Locust run as a subprocess, watched while it runs.
 
 Locust stops itself (--run-time, then --stop-timeout for requests in flight); a subprocess
-timeout is only the safety net. While it runs, Locust's own CPU is sampled, and so is the
-target's /runtime (orchestrate/monitor.py); the run's server samples are the Locust watcher's
-_server.csv when the locustfile wrote one, else that poller's (see POLL_RUNTIME). What to run
-travels as one `Load` inside a `RunSpec`, from the command line's arguments to Locust's argv and
-results.json's options.
+timeout is only the safety net. While it runs, Locust's own CPU is sampled (orchestrate/monitor.py).
+The target's side comes from the Locust watcher in the locustfile (generator/server_watch.py):
+its PREFIX_server.csv (/runtime polls) and PREFIX_bystander.csv (/healthz probes), read once the
+run has ended. A run without them (Locust crashed before writing them) has no server samples,
+and measure.py says so in one warning. What to run travels as one `Load` inside a `RunSpec`,
+from the command line's arguments to Locust's argv and results.json's options.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from loadtest.analysis.records import (
     ServerSample,
 )
 from loadtest.generator.scenarios import Scenario
-from loadtest.orchestrate.monitor import CpuSampler, RuntimeSampler
+from loadtest.orchestrate.monitor import CpuSampler
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOCUSTFILE = REPO_ROOT / "loadtest" / "locustfile.py"
@@ -38,12 +39,6 @@ LOCUSTFILE = REPO_ROOT / "loadtest" / "locustfile.py"
 _SAFETY_MARGIN_S = 60
 # Load fields that are not Locust's or the run's own (results.json's options leave them out).
 _NOT_OPTIONS = ("drain_timeout_s", "max_failure_pct")
-# compare polls /runtime itself during every run: the Locust watcher's _server.csv exists only
-# once the run has ended, so whether the locustfile has a watcher is known too late to skip the
-# poll. When its CSV is there its samples win and this poller's are dropped (two /runtime polls
-# overlap meanwhile: each may count the other's as one request in flight). Once every
-# locustfile in use has the watcher, set False: no duplicate poll, and a missing CSV is a warning.
-POLL_RUNTIME = True
 
 
 @dataclass(frozen=True)
@@ -132,8 +127,7 @@ class RunOutcome:
     summary: Summary
     history: list[HistoryRow]
     server_samples: list[ServerSample] = field(default_factory=list)
-    server_source: str = "none"  # analysis/server_side.SOURCES
-    lag_window_s: float = 10.0  # the server's window for loop_lag_max_ms
+    server_source: str = "none"  # analysis/server_side.SOURCES: "locust" or "none" (no CSV)
     bystander_samples: list[BystanderSample] | None = None  # None: no _bystander.csv
     cpu_samples: list[CpuSample] = field(default_factory=list)
     cpu_busiest: list[float] = field(default_factory=list)
@@ -157,7 +151,8 @@ class RunOutcome:
 
 
 def run_locust(spec: RunSpec, monitor: bool = True) -> RunOutcome:
-    """Run `spec` to its end; with `monitor`, sample the target and Locust's CPU meanwhile."""
+    """Run `spec` to its end; with `monitor`, sample Locust's CPU meanwhile. The target's side is
+    the watcher's CSVs, read afterwards."""
     spec.prefix.parent.mkdir(parents=True, exist_ok=True)
     cmd = spec.command()
     log_path = Path(f"{spec.prefix}.log")
@@ -177,12 +172,9 @@ def run_locust(spec: RunSpec, monitor: bool = True) -> RunOutcome:
             start_new_session=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        polling = monitor and POLL_RUNTIME
-        server = RuntimeSampler(spec.url, sample_interval) if polling else None
         cpu = CpuSampler(proc.pid, sample_interval) if monitor else None
-        for sampler in (server, cpu):
-            if sampler is not None:
-                sampler.start()
+        if cpu is not None:
+            cpu.start()
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -192,19 +184,12 @@ def run_locust(spec: RunSpec, monitor: bool = True) -> RunOutcome:
             _stop_group(proc)
             raise
         finally:
-            for sampler in (server, cpu):
-                if sampler is not None:
-                    sampler.stop()
+            if cpu is not None:
+                cpu.stop()
     log_text = log_path.read_text(errors="replace")
     summary = summarize(Path(f"{spec.prefix}.json"))
     cpu_during = cpu.during(summary.started_at, summary.ended_at) if cpu else []
     watched = server_csv.read_server(server_csv.server_path(spec.prefix))
-    if watched is not None:
-        server_samples, source = watched, "locust"
-    elif server is not None:
-        server_samples, source = server.samples, "compare"
-    else:
-        server_samples, source = [], "none"
     return RunOutcome(
         spec=spec,
         command=cmd,
@@ -213,9 +198,8 @@ def run_locust(spec: RunSpec, monitor: bool = True) -> RunOutcome:
         timed_out=timed_out,
         summary=summary,
         history=history(Path(f"{spec.prefix}_stats_history.csv")),
-        server_samples=server_samples,
-        server_source=source,
-        lag_window_s=server.lag_window_s if server else 10.0,
+        server_samples=watched or [],
+        server_source="none" if watched is None else "locust",
         bystander_samples=server_csv.read_bystander(server_csv.bystander_path(spec.prefix)),
         cpu_samples=cpu.samples if cpu else [],
         cpu_busiest=[s["busiest_pct"] for s in cpu_during],
