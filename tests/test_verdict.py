@@ -53,3 +53,14 @@ def test_idle_server_is_below_capacity() -> None:
         "db_pool": {"waiting": 0, "in_use": 0, "max": 20}, "process": {"cpu_pct": 1.0},
     }  # fmt: skip
     assert decide(idle).line == "none: below capacity (0 in flight, CPU 1 %)"
+
+
+def test_cpu_in_threads_names_the_gil_not_the_loop() -> None:
+    """`def` endpoints doing Python CPU work: 40 threads and the loop take turns on the GIL."""
+    busy = {
+        "loop_lag_ms": 149.0, "in_flight": 201, "threadpool": {"borrowed": 40, "total": 40},
+        "process": {"cpu_pct": 95.0}, "db_pool": {"waiting": 0},
+    }  # fmt: skip
+    verdict = decide(busy)
+    assert verdict.kind == "cpu"
+    assert verdict.line == "API CPU: 95 % of one core, 40 threads sharing the GIL (loop lag 149 ms)"

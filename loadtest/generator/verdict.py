@@ -62,6 +62,13 @@ def decide(
     queued, workers = _num(executor, "queued"), _num(executor, "workers")
 
     if lag >= LOOP_BLOCKED_MS:
+        if cpu >= LOOP_CPU_PCT and borrowed > 0:
+            # CPU work in threads: the loop thread waits its turn for the GIL like the others
+            return Verdict(
+                "cpu",
+                f"API CPU: {cpu:.0f} % of one core, {borrowed:.0f} threads sharing the GIL "
+                f"(loop lag {lag:.0f} ms)",
+            )
         if cpu >= LOOP_CPU_PCT:
             return Verdict(
                 "cpu", f"API CPU: {cpu:.0f} % of one core, on the event loop (lag {lag:.0f} ms)"
