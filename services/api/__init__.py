@@ -1,1 +1,1 @@
-"""One FastAPI app in four concurrency variants: see variants/ and README.md."""
+"""One FastAPI app in several concurrency variants (services/registry.py); see variants/."""
