@@ -1,5 +1,6 @@
 """compose.yaml holds the lab's promises: one API image, fair limits, loopback-only ports,
-every variable documented with a default in .env, and the same ports as the native lab."""
+every variable documented with a default in .env, the same ports as the native lab, and every
+container but PostgreSQL read-only, without capabilities or new privileges."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from services.lab.ports import API_PORTS, LOCUST_PORT, UPSTREAM_PORT, VARIANTS
@@ -85,3 +87,49 @@ def test_database_init_scripts_are_the_native_labs() -> None:
     postgres = _compose()["services"]["postgres"]
     assert "./services/db:/docker-entrypoint-initdb.d:ro" in postgres["volumes"]
     assert postgres["healthcheck"]["test"][0] == "CMD-SHELL" and "pg_isready" in str(postgres)
+
+
+# Services that must stay hardened (tests/test_compose.py is the guard; compose.yaml's x-hardened
+# anchor the single place they get it from). PostgreSQL is deliberately NOT here: its entrypoint
+# runs as root to chown PGDATA and the socket directory, then drops to the postgres user, which
+# needs its default capabilities and a writable /var/run/postgresql.
+HARDENED = ("upstream", *(f"api-{v}" for v in VARIANTS), "locust", "locust-worker")
+EXEMPT = {"postgres"}
+
+
+def test_every_service_is_hardened_or_deliberately_exempt() -> None:
+    services = _compose()["services"]
+    # a new service must choose: hardened, or added to EXEMPT with its reason
+    assert set(services) == set(HARDENED) | EXEMPT, set(services) ^ (set(HARDENED) | EXEMPT)
+
+
+@pytest.mark.parametrize("name", HARDENED)
+def test_service_runs_read_only_without_privileges(name: str) -> None:
+    service = _compose()["services"][name]
+    assert service.get("read_only") is True, f"{name}: read_only: true is missing"
+    assert "no-new-privileges:true" in service.get("security_opt", []), name
+    assert service.get("cap_drop") == ["ALL"], f"{name}: cap_drop must be [ALL]"
+    assert not service.get("cap_add"), f"{name}: adds capabilities back"
+    assert not service.get("privileged"), name
+    # where its processes write: Python's tempfile (gunicorn's worker files, the metrics
+    # directory, Locust runs, matplotlib's MPLCONFIGDIR) goes to /tmp, in memory
+    tmpfs = [entry.split(":")[0] for entry in service.get("tmpfs", [])]
+    assert "/tmp" in tmpfs, f"{name}: a read-only container needs a tmpfs on /tmp"
+
+
+def test_locust_writes_only_to_memory() -> None:
+    services = _compose()["services"]
+    for name in ("locust", "locust-worker"):
+        service = services[name]
+        assert service["environment"]["MPLCONFIGDIR"].startswith("/tmp/"), name
+        # results/ of the image: writable for compare/capacity runs (the tmpfs keeps the
+        # image directory's mode but is root's, so the Dockerfile makes it 1777)
+        assert "/app/results" in [e.split(":")[0] for e in service["tmpfs"]], name
+    dockerfile = (ROOT / "loadtest/Dockerfile").read_text()
+    assert "mkdir -m 1777 /app/results" in dockerfile
+
+
+def test_postgres_is_exempt_from_read_only_and_cap_drop_but_gains_no_privileges() -> None:
+    postgres = _compose()["services"]["postgres"]
+    assert "read_only" not in postgres and "cap_drop" not in postgres
+    assert "no-new-privileges:true" in postgres["security_opt"]
