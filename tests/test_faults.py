@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -127,6 +128,28 @@ def test_upstream_unreachable_is_502(app_client: AppClient, transport: str) -> N
     r = client.get("/io/upstream")
     assert r.status_code == 502 and r.json()["error"] == "upstream error"
     assert client.get("/readyz").status_code == 503
+
+
+@pytest.mark.parametrize("variant", ["sync", "async"])  # psycopg2's pool and asyncpg's
+def test_readiness_under_pool_load_reflects_the_database(start_api, variant: str) -> None:
+    """Every pooled connection busy and requests queued for one: the database itself is fine,
+    so /readyz says ready at once (and that the pool is busy), not "down" after the queue."""
+    url = start_api(variant, DB_POOL_MAX=2, DB_ACQUIRE_TIMEOUT=8)
+    with ThreadPoolExecutor(6) as load:
+        slow = [load.submit(httpx.get, f"{url}/io/db?delay_ms=3000", timeout=30) for _ in range(6)]
+        deadline = time.monotonic() + 5
+        while httpx.get(f"{url}/runtime").json()["db_pool"]["waiting"] < 4:
+            assert time.monotonic() < deadline, "the load never queued for the pool"
+            time.sleep(0.05)
+        start = time.perf_counter()
+        ready = httpx.get(f"{url}/readyz", timeout=30)
+        elapsed = time.perf_counter() - start
+        assert all(f.result().status_code == 200 for f in slow)
+    assert ready.status_code == 200, (ready.text, elapsed)
+    assert elapsed < 1.5, elapsed  # the probe did not wait behind the queued requests
+    database = ready.json()["checks"]["database"]
+    assert database.startswith("ok (pool busy: 2/2 in use"), database
+    assert "waiting" in database, database
 
 
 @pytest.mark.parametrize("variant", ["sync", "async", "offload", "threaded"])
