@@ -5,6 +5,7 @@ fast), on the session's real PostgreSQL and upstream. Schemathesis's engine (wha
 `schemathesis run URL/openapi.json --checks all` drives) runs its phases on every operation and
 every check: no server error, only documented status codes, responses that match their schema,
 schema-valid requests accepted, schema-invalid ones rejected, 405 answers that carry `Allow`.
+Then raw bodies Schemathesis never sends (not UTF-8, nested too deep) get a documented answer.
 """
 
 import json
@@ -69,8 +70,9 @@ def _unknown_item(context: object, failure: Failure, case: object, response: Res
     return not errors or not all(UNKNOWN_ITEM.fullmatch(e.get("msg", "")) for e in errors)
 
 
-def fuzz(variant: str, database_url: str, upstream_url: str) -> list[str]:
-    """Run the engine against the variant's app; one line per failed check or engine error."""
+def fuzz(variant: str, database_url: str, upstream_url: str) -> tuple[list[str], dict[str, int]]:
+    """Run the engine against the variant's app: one line per failed check or engine error, and
+    how many checks ran per operation (a run that tested nothing must not pass)."""
     app = create_app(
         Settings.model_validate(
             {
@@ -84,11 +86,14 @@ def fuzz(variant: str, database_url: str, upstream_url: str) -> list[str]:
     schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=_config())
     schema.hook("filter_failure")(_unknown_item)
     problems: list[str] = []
+    checked: dict[str, int] = {}
     try:
         for event in from_schema(schema).execute():
             if isinstance(event, ScenarioFinished | FuzzScenarioFinished):
                 for case_id, checks in event.recorder.checks.items():
                     case = event.recorder.cases[case_id].value
+                    label = case.operation.label
+                    checked[label] = checked.get(label, 0) + len(checks)
                     for check in checks:
                         if check.status == Status.FAILURE and check.failure_info is not None:
                             failure = check.failure_info.failure
@@ -106,15 +111,23 @@ def fuzz(variant: str, database_url: str, upstream_url: str) -> list[str]:
         # Schemathesis keeps an app's lifespan (its pools, its worker processes) running until
         # the interpreter exits: close this variant's now.
         shutdown_lifespans()
-    return sorted(set(problems))
+    return sorted(set(problems)), checked
 
 
 @pytest.mark.parametrize("variant", registry.NAMES)
 def test_fuzz_openapi(variant: str, database_url: str, upstream_url: str) -> None:
     started = time.monotonic()
-    problems = fuzz(variant, database_url, upstream_url)
-    print(f"{variant}: fuzzed in {time.monotonic() - started:.1f} s")
+    problems, checked = fuzz(variant, database_url, upstream_url)
+    print(f"{variant}: {sum(checked.values())} checks in {time.monotonic() - started:.1f} s")
     assert not problems, "\n".join(problems)
+    # Every operation of the document was exercised, many times each.
+    assert set(checked) == operations(variant), checked
+    assert min(checked.values()) >= MAX_EXAMPLES, checked
+
+
+def operations(variant: str) -> set[str]:
+    document = create_app(Settings(api_variant=variant)).openapi()
+    return {f"{method.upper()} {path}" for path, ops in document["paths"].items() for method in ops}
 
 
 # Bodies Schemathesis never sends (it serialises what it generates as JSON): raw bytes, often not
