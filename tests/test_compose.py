@@ -133,3 +133,38 @@ def test_postgres_is_exempt_from_read_only_and_cap_drop_but_gains_no_privileges(
     postgres = _compose()["services"]["postgres"]
     assert "read_only" not in postgres and "cap_drop" not in postgres
     assert "no-new-privileges:true" in postgres["security_opt"]
+
+
+# API variables whose compose value is the container's own wiring, not a knob with a default:
+# bind every interface on the port the image exposes, reach the other services by name.
+CONTAINER_WIRING = {"API_VARIANT", "API_HOST", "API_PORT", "DATABASE_URL", "UPSTREAM_URL"}
+
+
+def test_compose_and_env_defaults_are_the_settings_defaults() -> None:
+    """One default per knob: running natively or under compose without overrides gives the same
+    settings (UPSTREAM_TIMEOUT was 10 in compose and .env, 15 natively)."""
+    from services.api.settings import Settings
+
+    env_file = dict(
+        line.split("=", 1) for line in (ROOT / ".env").read_text().splitlines()
+        if line and not line.startswith("#")
+    )  # fmt: skip
+    native = Settings()
+    passed = _compose()["services"]["api-sync"]["environment"]
+    knobs = {name: value for name, value in passed.items() if name not in CONTAINER_WIRING}
+    assert knobs, "compose passes no API knob?"
+    header = COMPOSE.read_text()
+    for name, value in knobs.items():
+        fallback = re.fullmatch(r"\$\{([A-Z_]+):-([^}]*)\}", str(value))
+        assert fallback and fallback[1] == name, f"{name}: {value!r} is not ${{{name}:-default}}"
+        documented = re.search(rf"^#\s+{name}\s+(\S+)", header, re.M)
+        sources = (
+            ("compose.yaml", fallback[2]),
+            ("compose.yaml's header", documented and documented[1]),
+            (".env", env_file.get(name)),
+        )
+        for where, raw in sources:
+            assert raw is not None, f"{name} has no default in {where}"
+            parsed = getattr(Settings.model_validate({name.lower(): raw}), name.lower())
+            expected = getattr(native, name.lower())
+            assert parsed == expected, f"{name}: {where} says {raw}, Settings says {expected}"

@@ -11,6 +11,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from .errors import DatabaseTimeout, DatabaseUnavailable, PoolExhausted, from_sqlstate
 from .settings import Settings
+from .sql import PING
 
 Row = dict[str, Any]
 # What a dead or unreachable server looks like through asyncpg.
@@ -89,6 +90,28 @@ class AsyncDatabase:
         finally:
             await self.pool.release(conn)
         return None if row is None else dict(row)
+
+    async def ping(self) -> None:
+        """Readiness: can the database be reached now? On a connection of its own, opened and
+        closed here, never one from the pool: pool.acquire() waits for a free connection, and a
+        probe queued there would report a busy pool as a dead database."""
+        try:
+            conn = await asyncpg.connect(
+                self.s.database_url,
+                timeout=self.s.db_connect_timeout,
+                server_settings={
+                    "statement_timeout": str(int(self.s.db_statement_timeout * 1000)),
+                    "application_name": f"lab-{self.s.api_variant}-{os.getpid()}-readyz",
+                },
+            )
+        except Exception as exc:
+            raise _translate(exc) from exc
+        try:
+            await conn.fetchval(PING)
+        except Exception as exc:
+            raise _translate(exc) from exc
+        finally:
+            await conn.close(timeout=self.s.db_connect_timeout)
 
     def stats(self) -> dict[str, int]:
         size = self.pool.get_size()

@@ -19,6 +19,7 @@ import psycopg2.extensions
 
 from .errors import DatabaseTimeout, DatabaseUnavailable, LabError, PoolExhausted, from_sqlstate
 from .settings import Settings
+from .sql import PING
 
 Row = dict[str, Any]
 Connection = psycopg2.extensions.connection
@@ -65,13 +66,13 @@ class SyncDatabase:
     def __exit__(self, *exc: object) -> None:
         self._drop_idle()
 
-    def _connect(self) -> Connection:
+    def _connect(self, application_name: str | None = None) -> Connection:
         try:
             conn = psycopg2.connect(
                 self.dsn,
                 connect_timeout=max(1, math.ceil(self.connect_timeout)),  # libpq wants whole s
                 options=f"-c statement_timeout={self.statement_timeout_ms}",
-                application_name=self.application_name,
+                application_name=application_name or self.application_name,
                 # A peer that vanishes without a FIN is noticed in ~10 s, not TCP's ~15 min.
                 keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=3,
             )  # fmt: skip
@@ -164,6 +165,19 @@ class SyncDatabase:
             if row is None or cur.description is None:  # no row, or a statement without rows
                 return None
             return dict(zip([c.name for c in cur.description], row, strict=True))
+
+    def ping(self) -> None:
+        """Readiness: can the database be reached now? On a connection of its own, opened and
+        closed here, never one from the pool: waiting in the pool's queue would report a busy
+        pool as a dead database (and a probe must not take a slot from the requests)."""
+        conn = self._connect(application_name=f"{self.application_name}-readyz")
+        try:
+            with conn.cursor() as cur:
+                cur.execute(PING)
+        except psycopg2.Error as exc:
+            raise _translate(exc) or DatabaseUnavailable(str(exc).strip()) from exc
+        finally:
+            conn.close()
 
     def stats(self) -> dict[str, int]:
         return {

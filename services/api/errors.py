@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from concurrent.futures import BrokenExecutor
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -94,18 +96,36 @@ async def _lab_error(request: Request, exc: Exception) -> JSONResponse:
     return _problem(exc.status_code, exc.error, exc.detail)
 
 
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+# What FastAPI raises (a 400 no operation documents) when a body cannot even be decoded: bytes
+# that are not UTF-8, JSON nested deeper than the parser's recursion limit.
+_UNPARSABLE_BODY = "There was an error parsing the body"
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
     # Unknown route (404) or method (405): the same body shape as every other error.
     assert isinstance(exc, StarletteHTTPException)
-    return _problem(exc.status_code, "not found" if exc.status_code == 404 else "http error",
-                    str(exc.detail))  # fmt: skip
+    if exc.status_code == 400 and exc.detail == _UNPARSABLE_BODY:
+        # The documented answer to a body that is not JSON: the 422 FastAPI gives malformed JSON.
+        return _validation_response(
+            [{"type": "json_invalid", "loc": ["body"], "msg": "JSON decode error", "input": {},
+              "ctx": {"error": "the body is not UTF-8 JSON a parser can read"}}]
+        )  # fmt: skip
+    error = "not found" if exc.status_code == 404 else "http error"
+    # Starlette puts `Allow` on its 405 (RFC 9110 requires it): keep whatever headers it set.
+    response = _problem(exc.status_code, error, str(exc.detail))
+    response.headers.update(exc.headers or {})
+    return response
 
 
 async def _invalid_request(request: Request, exc: Exception) -> Response:
     # FastAPI's own 422 body, but ASCII-escaped: the errors echo the input, and a lone surrogate
     # in it would make the default (UTF-8) encoder fail with a 500.
     assert isinstance(exc, RequestValidationError)
-    body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True)
+    return _validation_response(exc.errors())
+
+
+def _validation_response(errors: Sequence[Any]) -> Response:
+    body = json.dumps({"detail": jsonable_encoder(errors)}, ensure_ascii=True)
     return Response(body, status_code=422, media_type="application/json")
 
 

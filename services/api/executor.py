@@ -23,31 +23,79 @@ T = TypeVar("T")
 
 class CountingExecutor(Executor):
     """Wraps a pool to count submitted-but-unfinished jobs (the queue depth /metrics shows) and to
-    replace a process pool that broke because a worker died (its jobs in flight answer 503)."""
+    replace a process pool that broke because a worker died (its jobs in flight answer 503).
+
+    `submit` runs on the event loop thread (run_in_executor calls it there), so it never builds a
+    pool itself: spawning and warming worker processes takes from 0.1 s to seconds, and every
+    request would wait for it. A thread builds the replacement; jobs submitted meanwhile wait for
+    it (in a future of their own), and the loop goes on serving everything else."""
 
     def __init__(self, factory: Callable[[], Executor], kind: str, workers: int) -> None:
         self.factory, self.kind, self.workers = factory, kind, workers
         self.inner = factory()
         self._pending = 0
         self._lock = threading.Lock()  # done-callbacks run on the pool's threads
+        self._replacement: Future[Executor] | None = None  # set while a thread builds one
+        self._builder: threading.Thread | None = None
+        self._closed = False
 
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
-        try:
-            future = self.inner.submit(fn, *args, **kwargs)
-        except BrokenExecutor:
-            broken, self.inner = self.inner, self.factory()
-            broken.shutdown(wait=False, cancel_futures=True)
-            future = self.inner.submit(fn, *args, **kwargs)
+        replacement = self._replacement
+        future: Future[T]
+        if replacement is None:
+            try:
+                future = self.inner.submit(fn, *args, **kwargs)
+            except BrokenExecutor:
+                replacement = self._replace()
+        if replacement is not None:
+            future = Future()
+            replacement.add_done_callback(lambda ready: _submit_to(ready, future, fn, args, kwargs))
         with self._lock:
             self._pending += 1
         future.add_done_callback(self._done)
         return future
+
+    def _replace(self) -> Future[Executor]:
+        """The replacement being built, starting a thread to build it unless one already is."""
+        with self._lock:
+            if self._replacement is None:
+                self._replacement = Future()
+                broken = self.inner
+                self._builder = threading.Thread(
+                    target=self._build, args=(broken, self._replacement), name="cpu-pool-replace"
+                )
+                self._builder.start()
+            return self._replacement
+
+    def _build(self, broken: Executor, replacement: Future[Executor]) -> None:
+        broken.shutdown(wait=False, cancel_futures=True)
+        try:
+            pool = self.factory()
+        except BaseException as exc:  # jobs waiting get a 503; the next submit tries again
+            with self._lock:
+                self._replacement = None
+            replacement.set_exception(BrokenExecutor(f"replacing the CPU pool failed: {exc!r}"))
+            return
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                self.inner, self._replacement = pool, None
+        if closed:  # shut down while this thread was building: leave no worker behind
+            pool.shutdown(wait=True, cancel_futures=True)
+            replacement.set_exception(BrokenExecutor("the CPU pool is shut down"))
+        else:
+            replacement.set_result(pool)
 
     def _done(self, _: Future[Any]) -> None:
         with self._lock:
             self._pending -= 1
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._closed = True
+            builder = self._builder
+        if builder is not None and wait:
+            builder.join()
         self.inner.shutdown(wait=wait, cancel_futures=cancel_futures)
 
     def stats(self) -> dict[str, object]:
@@ -57,7 +105,34 @@ class CountingExecutor(Executor):
             "workers": self.workers,
             "pending": pending,
             "queued": max(0, pending - self.workers),
+            "replacing": self._replacement is not None,
         }
+
+
+def _submit_to(
+    ready: Future[Executor],
+    outer: Future[T],
+    fn: Callable[..., T],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> None:
+    """Run a job that waited for the replacement pool; its result or error goes to `outer`."""
+    if not outer.set_running_or_notify_cancel():
+        return  # the request went away while waiting (its asyncio future was cancelled)
+    try:
+        inner = ready.result().submit(fn, *args, **kwargs)
+    except BaseException as exc:  # the replacement failed, or broke again already: a 503
+        outer.set_exception(exc)
+        return
+    inner.add_done_callback(lambda done: _copy(done, outer))
+
+
+def _copy(done: Future[T], outer: Future[T]) -> None:
+    exc = done.exception() if not done.cancelled() else BrokenExecutor("job cancelled")
+    if exc is not None:
+        outer.set_exception(exc)
+    else:
+        outer.set_result(done.result())
 
 
 def _ignore_signals() -> None:

@@ -16,7 +16,6 @@ from fastapi.responses import JSONResponse
 
 from services import registry
 
-from . import sql
 from .burn import CPU_UNIT_MS
 from .errors import LabError
 from .metrics import LAG_WINDOW_S, Live, prometheus_text, threadpool_stats
@@ -27,6 +26,8 @@ from .shared import MIXED_ITEM_ID, MIXED_WORK
 
 # Readiness probes of the sync drivers get threads of their own: under load the 40 request
 # tokens are all taken, and a probe queued behind them would report a healthy database as down.
+# For the same reason the database probe (db.ping) opens a connection of its own instead of
+# queueing for one of the pool's, with either driver.
 _PROBE_THREADS = anyio.CapacityLimiter(2)
 
 
@@ -38,6 +39,7 @@ async def _call(fn: Callable[..., Any], *args: Any) -> Any:
 
 
 async def _check(probe: Awaitable[Any], seconds: float) -> str:
+    """ "ok", or why not: a check passes when its text starts with "ok"."""
     try:
         await asyncio.wait_for(probe, seconds)
     except LabError as exc:
@@ -47,6 +49,18 @@ async def _check(probe: Awaitable[Any], seconds: float) -> str:
     except Exception as exc:  # readiness must answer, whatever the dependency did
         return f"{type(exc).__name__}: {exc}"
     return "ok"
+
+
+def _passed(check: str) -> bool:
+    return check == "ok" or check.startswith("ok (")
+
+
+def _pool_note(database: str, pool: dict[str, int]) -> str:
+    """A reachable database whose pool is full is still ready (more instances would help, not
+    fewer), but say so: requests are queueing for a connection (DB_POOL_MAX)."""
+    if database != "ok" or pool["in_use"] < pool["max"]:
+        return database
+    return f"ok (pool busy: {pool['in_use']}/{pool['max']} in use, {pool['waiting']} waiting)"
 
 
 def pool_stats(app: FastAPI) -> dict[str, Any]:
@@ -68,11 +82,11 @@ def ops_router(s: Settings, live: Live, description: str) -> APIRouter:
     async def readyz(request: Request) -> Any:
         state = request.app.state
         database, upstream = await asyncio.gather(
-            _check(_call(state.db.fetchrow, sql.PING), s.db_acquire_timeout + s.db_connect_timeout),
+            _check(_call(state.db.ping), s.db_connect_timeout + 1),
             _check(_call(state.upstream.ping), s.upstream_timeout),
         )
-        checks = {"database": database, "upstream": upstream}
-        ready = all(v == "ok" for v in checks.values())
+        checks = {"database": _pool_note(database, state.db.stats()), "upstream": upstream}
+        ready = all(_passed(v) for v in checks.values())
         body = Readiness(status="ready" if ready else "not ready", checks=checks)
         return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 

@@ -23,8 +23,13 @@ class FromSettings:
     description: str
 
 
+# Largest item id accepted: 2^53 - 1, the largest integer every JSON reader holds exactly (RFC 7493
+# I-JSON; JavaScript's MAX_SAFE_INTEGER). Within PostgreSQL's bigint, and, unlike 2^63 - 1, exact
+# as the float FastAPI's OpenAPI model turns every `maximum` into (2^63 - 1 became 2^63 there, a
+# bound the server did not enforce).
+MAX_ID = 2**53 - 1
 # Bounded, so a bad value is a 422 naming the parameter: never a 500, never an hour-long sleep.
-ItemId = Annotated[int, Path(ge=1, le=2**63 - 1, description="primary key of an item")]
+ItemId = Annotated[int, Path(ge=1, le=MAX_ID, description="primary key of an item")]
 DelayMs = Annotated[
     int, FromSettings("default_delay_ms", "max_delay_ms", 0, "how long the slow dependency takes")
 ]
@@ -75,9 +80,10 @@ class Mixed(BaseModel):
 
 
 class OrderIn(BaseModel):
-    item_id: int = Field(ge=1, le=2**63 - 1)
+    item_id: int = Field(ge=1, le=MAX_ID)
     quantity: int = Field(ge=1, le=1_000)
-    note: str | None = Field(None, max_length=200)
+    # The pattern declares "no NUL" in the OpenAPI document (a bound the server enforces).
+    note: str | None = Field(None, max_length=200, pattern=r"^[^\x00]*$")
 
     @field_validator("note")
     @classmethod

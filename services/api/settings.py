@@ -44,6 +44,8 @@ class Settings(BaseModel):
     )
 
     upstream_url: str = Field("http://127.0.0.1:8080", description="base URL of the mock upstream")
+    # One default everywhere (compose.yaml and .env repeat it; tests/test_compose.py checks): 15 s,
+    # above the largest delay_ms a request may ask for (MAX_DELAY_MS, 10 s), which is not a 504.
     upstream_timeout: float = Field(
         15.0, gt=0, description="seconds for one upstream call before answering 504"
     )

@@ -237,7 +237,9 @@ class UpstreamApp:
         # Choose the answer before sleeping; it is sent after the delay either way.
         name, table = resource
         raw_id = path[7:]
-        idx = int(raw_id) if raw_id.isdigit() and len(raw_id) <= 6 else 0
+        # The path is decoded text: str.isdigit() accepts "²" (int() raises) and an Arabic-Indic
+        # 1 (int() reads 1), so ASCII digits only; anything else names no item (404).
+        idx = int(raw_id) if raw_id.isascii() and raw_id.isdigit() and len(raw_id) <= 6 else 0
         if opts.status is not None:
             response = json_response(
                 opts.status, {"detail": _phrase(opts.status), "status": opts.status}

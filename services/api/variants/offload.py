@@ -26,7 +26,8 @@ Executor = Annotated[CountingExecutor, state("executor")]
 
 @asynccontextmanager
 async def resources(settings: Settings) -> AsyncIterator[dict[str, object]]:
-    executor = make_executor(settings.cpu_executor, settings.cpu_workers)
+    # Off the loop, like every later replacement (executor.py): spawning the workers takes time.
+    executor = await asyncio.to_thread(make_executor, settings.cpu_executor, settings.cpu_workers)
     try:
         async with async_.resources(settings) as io:
             yield {**io, "executor": executor}
