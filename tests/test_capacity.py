@@ -27,8 +27,9 @@ def test_blocking_stops_early_and_async_goes_further(
             "--variants", "async,blocking",
             "--delay-ms", "100",
             "--slo-ms", "300",
-            "--max-users", "25",
+            "--steps", "1,2,5,10",
             "--step-duration", "2s",
+            "--warmup", "1s",
             "--targets", spec,
             "--out", str(tmp_path),
         ]
