@@ -118,7 +118,9 @@ class NotedUser(LabUser):
             expected = scenario.expect_status
             code = response.status_code
             if not (code == expected if expected else 200 <= code < 400):
-                response.failure(f"HTTP {code}")
+                error = getattr(response, "error", None)  # no answer: what the socket said
+                cause = f" {type(error).__name__}: {error}" if code == 0 and error else ""
+                response.failure(f"HTTP {code}{cause}")
 
 
 # The drill's user classes, under the names of the scenario table (ItemsUser, WriteUser, ...).

@@ -42,7 +42,14 @@ def main() -> None:
         # exec: gunicorn becomes this process, so signals from `make lab` reach it directly.
         argv = ["gunicorn", "--config", str(GUNICORN_CONF), APP]
         os.execv(sys.executable, [sys.executable, "-m", *argv])
+    import signal
+
     import uvicorn
+
+    # uvicorn restores the handlers it found and re-raises a SIGTERM once it has shut down
+    # gracefully; with the default handler the process would die of it (status -15). A clean,
+    # complete shutdown exits 0, as orchestrators (and the sigterm drill) expect.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
 
     from .app import create_app
 
