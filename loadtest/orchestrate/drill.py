@@ -241,6 +241,11 @@ def _refused(r: Request) -> bool:
     return r.status == 0 and "refused" in r.error.lower()
 
 
+def _cause(r: Request) -> str:
+    """The socket error behind a request without an answer, e.g. ConnectionRefusedError."""
+    return r.error.split("HTTP 0 ", 1)[-1].split(":")[0] or "no answer"
+
+
 def _extra_rules(
     drill: Drill,
     v: Verdict,
@@ -277,9 +282,7 @@ def _extra_rules(
                 "  of which failed (cut)": len(cut),
                 "  their longest ms": max((r.response_ms for r in accepted), default=0),
                 "started after SIGTERM, until the fresh process": len(after),
-                "  their outcomes": dict(
-                    Counter(r.code if r.status else r.error.split(":")[0] for r in after)
-                ),
+                "  their outcomes": dict(Counter(r.code if r.status else _cause(r) for r in after)),
             }
         )
         if measured["exit_code"] != 0:
