@@ -198,6 +198,9 @@ def run_variant(
     crashed = not lab.api_alive(variant) or not alive_after
     lab.stop_api(variant)
     requests = read_requests(requests_path(prefix))
+    if overload and requests:  # the shape counts from Locust's own start: its first request
+        start = min(r.start for r in requests) + args.fault_at
+        end = start + args.fault_s
     window = Window(start, end, bounds["allowance_s"])
     v = judge(
         variant=label,
@@ -262,7 +265,8 @@ def _extra_rules(
         if crashed:
             v.broken.append("the API process died during the overload")
         v.extra["during overload"] = admitted_p99(requests, window.start, window.end)
-        v.extra["after overload"] = admitted_p99(requests, window.end, window.end + 3600)
+        last = max((r.end for r in requests), default=window.end)
+        v.extra["after overload"] = admitted_p99(requests, window.end, last)
         if rss and rss[0] and max(rss) > max(4 * rss[0], rss[0] + 300):
             v.broken.append(f"peak RSS {max(rss):.0f} MB unbounded (start {rss[0]:.0f} MB)")
     if drill.name == "sigterm":
