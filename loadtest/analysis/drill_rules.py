@@ -111,7 +111,7 @@ def timeline(requests: Sequence[Request], t0: float) -> list[Second]:
 def recovery_s(
     seconds: Sequence[Second], fault_end_t: float, normal_p99_ms: float, factor: float = 3.0
 ) -> float | None:
-    """Seconds from the fault's end to the first whole second, from then on, with answers, no
+    """Seconds from the fault's end to the first whole second with answers, no
     error and p99 within `factor` x the pre-fault p99: None if that never happens."""
     limit = max(normal_p99_ms * factor, normal_p99_ms + 50)
     for s in seconds:

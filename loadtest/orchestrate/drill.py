@@ -20,6 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from loadtest.analysis import server_csv
 from loadtest.analysis.drill_report import report_md, timeline_chart
 from loadtest.analysis.drill_rules import (
@@ -114,14 +116,38 @@ class DrillSpec(RunSpec):
         return cmd + list(self.extra)
 
 
-def _inject(drill: Drill, lab: Lab, variant: str, fault_s: float, grace_s: float) -> dict[str, Any]:
+def _readyz(url: str) -> str:
+    """/readyz's status and body, as the drill saw it."""
+    try:
+        r = httpx.get(url + "/readyz", timeout=10, trust_env=False)
+        return f"{r.status_code} {r.text[:2000]}"
+    except httpx.HTTPError as exc:
+        return f"no answer: {type(exc).__name__}"
+
+
+def _names_database(readyz: str) -> bool:
+    """A 503 whose checks say the database (and only it) fails."""
+    status, _, body = readyz.partition(" ")
+    try:
+        checks = json.loads(body).get("checks", {})
+    except ValueError:
+        return False
+    return status == "503" and checks.get("database") != "ok" and checks.get("upstream") == "ok"
+
+
+def _inject(
+    drill: Drill, lab: Lab, variant: str, url: str, fault_s: float, grace_s: float
+) -> dict[str, Any]:
     """Do the fault; return what it measured (sigterm: the shutdown)."""
     if drill.name == "db-restart":
         lab.db_restart()
     elif drill.name == "db-down":
         lab.db_stop()
-        time.sleep(fault_s)
+        time.sleep(min(3.0, fault_s))
+        readyz = _readyz(url)
+        time.sleep(max(0.0, fault_s - 3.0))
         lab.db_start()
+        return {"readyz during the fault": readyz}
     elif drill.name == "upstream-down":
         lab.upstream_restart(None, down_s=fault_s)
     elif drill.name in ("upstream-slow", "upstream-errors"):
@@ -190,7 +216,7 @@ def run_variant(
     try:
         time.sleep(LOCUST_STARTUP_S + args.fault_at)
         start = time.time()
-        measured = _inject(drill, lab, variant, args.fault_s, bounds["grace_s"])
+        measured = _inject(drill, lab, variant, url, args.fault_s, bounds["grace_s"])
         end = time.time()
         alive_after = lab.api_alive(variant)
     finally:
@@ -269,6 +295,15 @@ def _extra_rules(
         v.extra["after overload"] = admitted_p99(requests, window.end, last)
         if rss and rss[0] and max(rss) > max(4 * rss[0], rss[0] + 300):
             v.broken.append(f"peak RSS {max(rss):.0f} MB unbounded (start {rss[0]:.0f} MB)")
+    if drill.name == "db-down":
+        readyz = str(measured.get("readyz during the fault", ""))
+        v.extra["/readyz during the fault"] = readyz
+        if not _names_database(readyz):
+            v.broken.append("/readyz did not answer 503 with the database check failing")
+        quick = (Settings().db_acquire_timeout + Settings().db_connect_timeout + 1) * 1000
+        slow = [r for r in requests if r.failed and window.touches(r) and r.response_ms > quick]
+        if slow:
+            v.broken.append(f"{len(slow)} DB errors slower than acquire + connect + 1 s")
     if drill.name == "sigterm":
         sig = measured["signalled"]
         accepted = [r for r in requests if r.start < sig < r.end]

@@ -53,6 +53,17 @@ class Lab(Protocol):
     def orders(self, note_prefix: str) -> list[tuple[int, str]]: ...
 
 
+def fetch_orders(dsn: str, note_prefix: str) -> list[tuple[int, str]]:
+    """(id, note) of every order whose note is `<note_prefix>-<serial>`: one drill run's."""
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("select id, note from orders where note like %s", (note_prefix + "-%",))
+            return [(int(i), str(n)) for i, n in cur.fetchall()]
+    finally:
+        conn.close()
+
+
 def _refused(host: str, port: int) -> bool:
     """True when a TCP connect to host:port is refused right now."""
     try:
@@ -171,11 +182,7 @@ class NativeLab:
         self.upstream = self._upstream(env or {})
 
     def orders(self, note_prefix: str) -> list[tuple[int, str]]:
-        with psycopg2.connect(self.dsn) as conn, conn.cursor() as cur:
-            cur.execute("select id, note from orders where note like %s", (note_prefix + "-%",))
-            rows = [(int(i), str(n)) for i, n in cur.fetchall()]
-        conn.close()
-        return rows
+        return fetch_orders(self.dsn, note_prefix)
 
 
 @dataclass
