@@ -64,7 +64,7 @@ def timeline_chart(
     for key, label in RUNTIME_SERIES:
         pts = [(s["wall"] - t0, s.get(key)) for s in server if s.get(key) is not None]
         if pts and any(v for _, v in pts):
-            ax3.plot([p[0] for p in pts], [p[1] for p in pts], label=label)
+            ax3.plot([p[0] for p in pts], [p[1] for p in pts], ".-", label=label)  # polls
     ax3.set_ylabel("/runtime")
     ax3.set_xlabel("seconds since the load started")
     rss = [(s["wall"] - t0, s["rss_mb"]) for s in server if s.get("rss_mb") is not None]

@@ -265,9 +265,14 @@ def run_variant(
     return v, requests
 
 
-def _refused(r: Request) -> bool:
-    """No HTTP answer because the connection was refused (the port closed: expected)."""
-    return r.status == 0 and "refused" in r.error.lower()
+# Why a request sent after SIGTERM got no answer, when that is the expected outcome: the port
+# was closed (refused), or the server closed its idle keep-alive connection as the request was
+# on its way (HTTP/1.1's inherent race; the server never read it, the client may retry).
+NOT_ACCEPTED = ("ConnectionRefusedError", "HTTPConnectionClosed", "ConnectionResetError")
+
+
+def _not_accepted(r: Request) -> bool:
+    return r.status == 0 and _cause(r) in NOT_ACCEPTED
 
 
 def _cause(r: Request) -> str:
@@ -309,7 +314,7 @@ def _extra_rules(
         accepted = [r for r in requests if r.start < sig < r.end]
         cut = [r for r in accepted if r.failed]
         after = [r for r in requests if sig <= r.start < window.end]
-        odd = [r for r in after if r.failed and not _refused(r)]
+        odd = [r for r in after if r.failed and not _not_accepted(r)]
         v.extra.update(
             {
                 "exit code": measured["exit_code"],
@@ -328,6 +333,9 @@ def _extra_rules(
             v.broken.append(f"exit code {measured['exit_code']} (expected 0)")
         if measured["drain_s"] is None or measured["drain_s"] > grace_s:
             v.broken.append(f"did not exit within the grace period ({grace_s} s)")
+        drain = measured["drain_s"] or 0
+        if measured["refused_at"] is None and drain > 1:
+            v.broken.append(f"the port still accepted connections during the {drain} s drain")
         if cut:
             v.broken.append(f"{len(cut)} accepted requests cut by the shutdown")
         if odd:
