@@ -17,4 +17,5 @@ class OverloadShape(LoadTestShape):
         base = int(options.num_users or 1)
         start, end = options.overload_at_s, options.overload_at_s + options.overload_s
         users = int(options.overload_users) if start <= t < end else base
-        return users, max(float(options.spawn_rate or 1), float(users))
+        # Up and down at once: a slow ramp-down would stretch the overload past its end.
+        return users, max(float(options.spawn_rate or 1), float(options.overload_users))
