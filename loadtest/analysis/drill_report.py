@@ -140,6 +140,8 @@ def report_md(result: Mapping[str, Any]) -> str:
         "whose request got no answer (`?`, allowed: the client cannot know).",
         "",
     ]
+    if drill["name"] == "overload":
+        lines += _shedding(result["variants"])
     for v in result["variants"]:
         if v.get("extra"):
             lines += [f"## {v['variant']}", ""]
@@ -149,3 +151,23 @@ def report_md(result: Mapping[str, Any]) -> str:
         lines += [f"![{v['variant']}]({v['chart']})", ""]
     lines += ["## Command", "", f"    {result['command']}", ""]
     return "\n".join(lines)
+
+
+def _shedding(variants: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Overload: what admission control (API_LIMIT_CONCURRENCY, "-limitN" runs) does to the
+    requests it admits, beside the same variant without it."""
+    lines = [
+        "## Shedding: the overload with and without API_LIMIT_CONCURRENCY",
+        "",
+        "| run | answered | shed (503) | admitted | admitted p50 ms | admitted p99 ms "
+        "| admitted req/s | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for v in variants:
+        d = v["extra"].get("during overload") or {}
+        lines.append(
+            f"| {v['variant']} | {d.get('requests')} | {d.get('shed_503')} | {d.get('admitted')} "
+            f"| {d.get('admitted_p50_ms')} | {d.get('admitted_p99_ms')} "
+            f"| {d.get('throughput_rps')} | {v['extra'].get('peak RSS MB')} |"
+        )
+    return [*lines, ""]
