@@ -25,7 +25,7 @@ MAX_USERS     ?= 800
 STEP_DURATION ?= 10s
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lock lint test test-ui lab bench-upstream compare capacity up urls down logs ps e2e clean
+.PHONY: help venv lock lint test test-ui lab bench-upstream compare capacity drill up urls down logs ps e2e clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -79,6 +79,13 @@ capacity: venv ## step users up until p95 > SLO_MS: the knee per variant, in res
 	$(PY) -m loadtest.capacity --scenarios $(SCENARIOS) $(if $(VARIANTS),--variants $(VARIANTS)) \
 		--slo-ms $(SLO_MS) --max-users $(MAX_USERS) --step-duration $(STEP_DURATION) \
 		--delay-ms $(DELAY_MS) --work $(WORK) $(if $(TARGETS),--targets $(TARGETS)) --out $(OUT)
+
+# drill knobs, e.g. `make drill DRILL=db-restart VARIANTS=sync,async DRILL_ARGS="--users 10"`
+DRILL      ?= db-restart
+DRILL_ARGS ?=
+
+drill: venv ## one fault under steady load, rules checked per variant: results/<time>-drill-DRILL/
+	$(PY) -m loadtest.drill $(DRILL) $(if $(VARIANTS),--variants $(VARIANTS)) --out $(OUT) $(DRILL_ARGS)
 
 # ---- containers: `make up` -------------------------------------------------------------
 # The compose command: Docker Compose where a Docker engine answers, else Podman

@@ -9,6 +9,7 @@ import tempfile
 
 from gunicorn.workers.base import Worker
 
+from services.api.server import graceful_timeout as grace_for
 from services.api.server import lab_worker
 from services.api.settings import load_settings
 
@@ -22,7 +23,7 @@ backlog = 4096
 # uvicorn workers answer gunicorn's heartbeat from the event loop, so `timeout` only fires when
 # a loop is blocked that long (the blocking variant under load!), not for a slow awaited call.
 timeout = 120
-graceful_timeout = int(settings.max_delay_ms / 1000 + settings.upstream_timeout + 5)
+graceful_timeout = grace_for(settings)
 # gunicorn 27's control socket defaults to one path per user: several lab servers would fight
 # over it, and the lab has no use for it.
 control_socket_disable = True

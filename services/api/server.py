@@ -21,9 +21,19 @@ def lab_worker(settings: Settings) -> type[UvicornWorker]:
     loop="auto"; uvloop's behaviour under a blocked loop is one of the findings worth showing)."""
 
     class LabWorker(UvicornWorker):
-        CONFIG_KWARGS: ClassVar[dict[str, Any]] = {"loop": settings.api_loop, "http": "httptools"}
+        CONFIG_KWARGS: ClassVar[dict[str, Any]] = {
+            "loop": settings.api_loop,
+            "http": "httptools",
+            "limit_concurrency": settings.api_limit_concurrency,
+        }
 
     return LabWorker
+
+
+def graceful_timeout(settings: Settings) -> int:
+    """Seconds a stopping server lets accepted requests finish: the slowest request the
+    settings allow (the largest delay, then an upstream call that times out), plus a margin."""
+    return int(settings.max_delay_ms / 1000 + settings.upstream_timeout + 5)
 
 
 def main() -> None:
@@ -32,7 +42,14 @@ def main() -> None:
         # exec: gunicorn becomes this process, so signals from `make lab` reach it directly.
         argv = ["gunicorn", "--config", str(GUNICORN_CONF), APP]
         os.execv(sys.executable, [sys.executable, "-m", *argv])
+    import signal
+
     import uvicorn
+
+    # uvicorn restores the handlers it found and re-raises a SIGTERM once it has shut down
+    # gracefully; with the default handler the process would die of it (status -15). A clean,
+    # complete shutdown exits 0, as orchestrators (and the sigterm drill) expect.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
 
     from .app import create_app
 
@@ -47,4 +64,8 @@ def main() -> None:
         # Under load the backlog is where queued connections wait: make it deep enough for
         # a few thousand Locust users rather than letting the kernel drop SYNs.
         backlog=4096,
+        # Admission control (API_LIMIT_CONCURRENCY): beyond it, an immediate 503.
+        limit_concurrency=settings.api_limit_concurrency,
+        # SIGTERM: stop accepting, let accepted requests finish, but not forever.
+        timeout_graceful_shutdown=graceful_timeout(settings),
     )

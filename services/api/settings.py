@@ -29,6 +29,12 @@ class Settings(BaseModel):
     api_workers: int = Field(1, ge=1, le=64, description="gunicorn worker processes")
     api_loop: Literal["uvloop", "asyncio"] = Field("uvloop", description="event loop")
     access_log: bool = Field(False, description="log every request (costs CPU under load)")
+    api_limit_concurrency: int | None = Field(
+        None,
+        ge=1,
+        description="admission control: above this many connections or requests in flight "
+        "per process, answer 503 at once (uvicorn's limit_concurrency; unset: no limit)",
+    )
 
     database_url: str = Field(
         "postgresql://postgres:postgres@127.0.0.1:5432/postgres", description="PostgreSQL DSN"

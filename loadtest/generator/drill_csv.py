@@ -1,0 +1,12 @@
+"""PREFIX_requests.csv's path and columns, shared by the drill's recorder (inside Locust) and
+its reader (loadtest/analysis/drill_rules.py); imports no Locust, so orchestrators may use it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+REQUEST_COLUMNS = ("start", "end", "name", "status", "response_ms", "order_id", "note", "error")
+
+
+def requests_path(prefix: Path | str) -> Path:
+    return Path(f"{prefix}_requests.csv")
