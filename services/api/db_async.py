@@ -15,7 +15,15 @@ from .sql import PING
 
 Row = dict[str, Any]
 # What a dead or unreachable server looks like through asyncpg.
-_UNAVAILABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+# InternalClientError: a connection the server dropped mid-operation (seen during a PostgreSQL
+# restart: "cannot switch to state 15; another operation is in progress"; `make drill
+# DRILL=db-restart VARIANTS=async` reproduces it): the database's failure, not ours.
+_UNAVAILABLE = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
 
 
 def _translate(exc: Exception) -> Exception:
