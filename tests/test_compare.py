@@ -124,7 +124,10 @@ def test_numbers_are_locusts_own(tiny_run: Path) -> None:
         assert cells[1] == fmt_rps(st["rps"])
         assert cells[2:5] == [fmt_ms(st[k]) for k in ("p50_ms", "p95_ms", "p99_ms")]
         assert cells[6] == fmt_rps(run["ceiling"]["rps"])
-        assert run["server_peaks"]["polls_answered"] > 0
+        assert run["server_peaks"]["polls_sent"] > 0
+        # the blocked loop may leave every poll unanswered: uvloop keeps serving the users'
+        # keep-alive connections ahead of the poll's (the verdict says so, tested below)
+        assert run["server_peaks"]["polls_answered"] > 0 or run["variant"] == "blocking"
         assert run["generator_cpu"]["peak_pct_one_core"] is not None
 
 
@@ -135,7 +138,8 @@ def test_server_side_is_its_samples_own(tiny_run: Path) -> None:
     cells = report_rows((tiny_run / "report.md").read_text(), "upstream", table=1)
     for run in results["runs"]:
         check_run(run, cells[run["variant"]])
-        assert run["server"]["cpu_mean_pct"] is not None
+        # a blocked loop may answer no poll at all (see test_numbers_are_locusts_own)
+        assert run["server"]["cpu_mean_pct"] is not None or run["variant"] == "blocking"
         assert len(run["server_samples"]) > run["server"]["polls"] > 0  # warm-up kept too
     runs = {r["variant"]: r for r in results["runs"]}
     # 10 users on 100 ms calls: async is far below its limits; blocking waits with its loop

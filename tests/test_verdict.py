@@ -64,3 +64,19 @@ def test_cpu_in_threads_names_the_gil_not_the_loop() -> None:
     verdict = decide(busy)
     assert verdict.kind == "cpu"
     assert verdict.line == "API CPU: 95 % of one core, 40 threads sharing the GIL (loop lag 149 ms)"
+
+
+def test_no_answer_is_judged_with_the_latest_answer() -> None:
+    """A loop that computes and one that waits both leave /runtime unanswered: the server's
+    latest answer (recorded samples) says which it was."""
+    cpu_on_loop = SAMPLES["async-cpu-10"]["runtime"]
+    waiting = SAMPLES["blocking-upstream-8"]["runtime"]
+    computing = decide(None, poll_timeout_s=2.5, last_answer=cpu_on_loop)
+    assert (
+        computing.kind == "cpu"
+        and "on the event loop (/runtime waited over 2.5 s" in computing.line
+    )
+    assert decide(None, poll_timeout_s=2.5, last_answer=waiting).kind == "loop"
+    gil = {"process": {"cpu_pct": 98.0}, "threadpool": {"borrowed": 40, "total": 40}}
+    assert "40 threads sharing the GIL" in decide(None, poll_timeout_s=2.5, last_answer=gil).line
+    assert decide(None, last_answer=cpu_on_loop).kind == "unknown"  # refused: no timeout

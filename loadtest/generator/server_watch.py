@@ -32,6 +32,8 @@ PROBE_TIMEOUT_S = 10.0
 UNFINISHED = "unfinished at stop"  # a probe still waiting when the run stopped
 KEEP_S = 30 * 60  # memory bound of the series; a headless CSV of a longer run loses its start
 RECENT_S = 10.0  # the window of the bystander's "now" percentiles
+# A poll with no answer is judged with the latest answer no older than this (CPU or a wait?)
+LAST_ANSWER_S = 10.0
 
 SERVER_COLUMNS = (
     "wall", "t", "variant", "target", "ok", "timed_out", "poll_ms", "loop_lag_ms",
@@ -249,7 +251,11 @@ class Watch:
             pass
         poll_ms = (time.perf_counter() - sent) * 1000
         generator_cpu = self._generator_cpu()
-        verdict = decide(runtime, generator_cpu, self._poll_timeout if timed_out else None)
+        with self._lock:  # the latest answer, if recent: what the server was doing before
+            last = next((p for p in reversed(watched.polls) if p.runtime is not None), None)
+        recent = last.runtime if last is not None and wall - last.wall < LAST_ANSWER_S else None
+        timeout = self._poll_timeout if timed_out else None
+        verdict = decide(runtime, generator_cpu, timeout, last_answer=recent)
         with self._lock:
             if watched.provisional and runtime and isinstance(runtime.get("variant"), str):
                 watched.variant, watched.provisional = self._label(runtime["variant"]), False

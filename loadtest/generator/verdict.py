@@ -34,9 +34,12 @@ def decide(
     runtime: Mapping[str, Any] | None,
     generator_cpu_pct: float | None = None,
     poll_timeout_s: float | None = None,
+    last_answer: Mapping[str, Any] | None = None,
 ) -> Verdict:
     """The bottleneck that one /runtime sample and Locust's CPU show. `runtime` None: the poll
-    got no answer, within `poll_timeout_s` when given (else the server refused or failed)."""
+    got no answer, within `poll_timeout_s` when given (else the server refused or failed);
+    `last_answer`, the server's latest answer (a few seconds old at most), then tells a loop
+    busy computing from one that waits."""
     if generator_cpu_pct is not None and generator_cpu_pct >= GENERATOR_CPU_PCT:
         return Verdict(
             "generator",
@@ -48,9 +51,13 @@ def decide(
             return Verdict("unknown", "no answer from /runtime: is the server up?")
         # /runtime is served by the same loop as the requests: no answer in time means the loop
         # has been blocked at least that long (or a queue of blocking requests is ahead of it).
-        return Verdict(
-            "loop", f"event loop blocked: /runtime waited over {poll_timeout_s:g} s for the loop"
-        )
+        waited = f"/runtime waited over {poll_timeout_s:g} s for the loop"
+        last_cpu = _num(last_answer or {}, "process", "cpu_pct")
+        if last_answer is not None and last_cpu >= LOOP_CPU_PCT:
+            threads = _num(last_answer, "threadpool", "borrowed")
+            where = f"{threads:.0f} threads sharing the GIL" if threads > 0 else "on the event loop"
+            return Verdict("cpu", f"API CPU: {last_cpu:.0f} % of one core, {where} ({waited})")
+        return Verdict("loop", f"event loop blocked: {waited}")
     lag = _num(runtime, "loop_lag_ms")
     cpu = _num(runtime, "process", "cpu_pct")
     children_cpu = _num(runtime, "process", "children_cpu_pct")
