@@ -312,3 +312,17 @@ def test_a_run_without_the_watchers_csvs_has_no_server_samples_and_one_warning(
         "Locust wrote no _bystander.csv (the server watcher's files; see the run's .log): "
         "no bystander latency"
     )
+
+
+def test_locust_summary_is_stored_as_the_stats_record() -> None:
+    """Summary.as_dict() is results.json's `stats`: the dataclass and the TypedDict keep the
+    same fields, in the same order."""
+    from dataclasses import fields
+    from typing import get_type_hints
+
+    from loadtest.analysis.locust_stats import Summary
+    from loadtest.analysis.records import Stats
+
+    assert [f.name for f in fields(Summary)] == list(get_type_hints(Stats))
+    stats = Summary(3, 1, 33.3, 1.5, 10, 20, 30, 15.0, 40, T0, T0 + 2).as_dict()
+    assert stats["p95_ms"] == 20 and stats["ended_at"] == T0 + 2 and len(stats) == 11

@@ -11,8 +11,9 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import cast
 
 from loadtest.analysis.records import HistoryRow, Stats
 
@@ -32,19 +33,8 @@ class Summary:
     ended_at: float | None = None  # epoch s of the last request
 
     def as_dict(self) -> Stats:
-        return Stats(
-            requests=self.requests,
-            failures=self.failures,
-            failure_pct=self.failure_pct,
-            rps=self.rps,
-            p50_ms=self.p50_ms,
-            p95_ms=self.p95_ms,
-            p99_ms=self.p99_ms,
-            avg_ms=self.avg_ms,
-            max_ms=self.max_ms,
-            started_at=self.started_at,
-            ended_at=self.ended_at,
-        )
+        # Stats is this record as results.json stores it: the same fields (a test keeps them so)
+        return cast(Stats, asdict(self))
 
 
 def percentile(response_times: Counter[int], total: int, fraction: float) -> int | None:
