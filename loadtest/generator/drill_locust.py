@@ -37,6 +37,12 @@ def _arguments(parser: LocustArgumentParser) -> None:
     ):
         parser.add_argument(flag, type=float, default=0.0, include_in_web_ui=False, help=what)
     parser.add_argument(
+        "--overload-classes",
+        default="",
+        include_in_web_ui=False,
+        help="overload shape: comma-separated user classes (default: every class)",
+    )
+    parser.add_argument(
         "--order-note",
         default="",
         include_in_web_ui=False,

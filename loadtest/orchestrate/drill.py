@@ -192,6 +192,8 @@ def run_variant(
             str(args.users * args.factor),
             "--total-s",
             str(run_s),
+            "--overload-classes",
+            ",".join(SCENARIOS[s].user_class for s in drill.scenarios),
         ]
     spec = DrillSpec(
         scenario=SCENARIOS[drill.scenarios[0]],
