@@ -3,6 +3,7 @@ headings and their anchors. Every finding keeps its line number."""
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -125,7 +126,8 @@ def check_links(root: Path, page: Path) -> list[Problem]:
         if EXTERNAL.match(target):
             continue
         path, _, anchor = unquote(target).partition("#")
-        dest = ((root / page).parent / path).resolve() if path else root / page
+        # lexically, not resolve(): a symlink inside the repository is inside it
+        dest = Path(os.path.normpath((root / page).parent / path)) if path else root / page
         if not dest.is_relative_to(root):
             problems.append(Problem(page, line, f"link {target}: outside the repository"))
         elif not dest.exists():

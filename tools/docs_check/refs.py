@@ -87,7 +87,7 @@ def check_refs(root: Path, page: Path) -> list[Problem]:
             problems.append(Problem(page, line, f"ref {key}: {reference}"))
             continue
         folder, values = reference
-        shown = quote["number"] + (f" {quote['unit']}" if quote["unit"] else "")
+        shown = quote[0].split("<!--", 1)[0].rstrip(" \u00a0*_")  # as written: "4.5x"
         if key not in values:
             close = difflib.get_close_matches(key, list(values), n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
