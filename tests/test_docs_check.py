@@ -326,3 +326,43 @@ def test_keys_from_results() -> None:
     }
     machine = {"cores": 2, "cpu_model": "Intel(R) Xeon(R) CPU E5-2680 v4 @ 2.40GHz"}
     assert machine_slug(machine) == "2core-intel-xeon"  # type: ignore[arg-type]
+
+
+@pytest.mark.timeout(240)
+def test_a_short_reference_run_is_quotable(repo: Path) -> None:
+    """`python -m tools.reference run`, shortened, on a lab of its own: the folder, its keys,
+    and a page quoting them that the check accepts until the quote changes."""
+    out = repo / "docs" / "results"
+    cmd = [sys.executable, "-m", "tools.reference", "run", "--scenarios", "upstream"]
+    cmd += ["--variants", "sync,async", "--users", "10", "--duration", "2s", "--warmup", "0s"]
+    cmd += ["--capacity-scenarios", "upstream", "--steps", "1", "--step-duration", "2s"]
+    cmd += ["--out", str(out), "--name", "2026-01-01-test", "--current"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=220, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    folder = out / "2026-01-01-test"
+    files = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    assert {"method.md", "reference.json", "compare/report.md", "compare/results.json"} <= files
+    assert {"compare/upstream-bars.png", "capacity/results.json", "capacity/report.md"} <= files
+    assert not any(f.startswith(("compare/locust/", ".")) for f in files)
+    flat = json.loads((folder / "reference.json").read_text())
+    for key in (
+        "compare.upstream.sync.rps",
+        "compare.upstream.async.predicted_rps",
+        "compare.upstream.ratio.async/sync",
+        "capacity.upstream.sync.knee_users",
+        "machine.cores",
+        "wall_s.compare",
+        "wall_s.capacity",
+    ):
+        assert key in flat, key
+    method = (folder / "method.md").read_text()
+    assert "python -m loadtest.compare --scenarios upstream --variants sync,async" in method
+    assert "| compare.upstream.sync.rps |" in method
+
+    rps = flat["compare.upstream.sync.rps"]
+    page = repo / "docs" / "quote.md"
+    page.write_text(f"# Q\n\nsync: {rps:.1f} req/s<!-- ref: compare.upstream.sync.rps -->\n")
+    done = check(repo, "--no-blocks")
+    assert done.returncode == 0, done.stderr
+    page.write_text(f"# Q\n\nsync: {rps + 1:.1f} req/s<!-- ref: compare.upstream.sync.rps -->\n")
+    assert check(repo, "--no-blocks").returncode == 1
