@@ -102,7 +102,9 @@ def test_a_missing_file_module_or_function_fails(repo: Path) -> None:
     done = check(repo, "--no-blocks")
     assert done.returncode == 1
     assert "`services/api/metric.py`: no such file" in done.stderr
-    assert "`build_app(settings)`: nothing in services, loadtest, tools, tests" in done.stderr
+    assert (
+        "`build_app(settings)`: nothing in services, loadtest, tools, tests defines" in done.stderr
+    )
     assert "python -m services.apis: no services/apis.py" in done.stderr
 
 

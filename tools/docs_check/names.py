@@ -12,7 +12,8 @@ also read in fenced blocks; a line holding `<!-- docs-check: ignore -->` is skip
   module must exist and define (or import) the name;
 - `python -m <module>` of a project module: the module (or package with __main__.py) must exist;
 - a bare call `create_app(settings)`: some module under services, loadtest, tools or tests
-  must define or import `create_app`, or it is a Python builtin;
+  must define or import `create_app`, or services/loadtest call it (`pg_sleep(0.2)`: in SQL
+  text), or it is a Python builtin;
 - `make <target>` (options and VAR=value may come first): the Makefile must have the target.
 """
 
@@ -77,11 +78,17 @@ def defined(path: Path) -> frozenset[str]:
 
 
 def project_names(root: Path) -> set[str]:
+    """Names defined or imported by the project's Python, and names called as `name(` in the
+    Python and SQL text of services/ and loadtest/ (SQL's pg_sleep(), a call in a string)."""
     names: set[str] = set()
     for package in PACKAGES:
-        for path in (root / package).rglob("*.py"):
-            if ".venv" not in path.parts:
+        for path in (root / package).rglob("*"):
+            if ".venv" in path.parts or path.suffix not in (".py", ".sql"):
+                continue
+            if path.suffix == ".py":
                 names |= defined(path)
+            if package in ("services", "loadtest"):  # not the docs' own tests and examples
+                names.update(re.findall(r"\b([A-Za-z_]\w*)\(", path.read_text()))
     return names
 
 
@@ -171,7 +178,8 @@ def check_names(root: Path, page: Path) -> list[Problem]:
             name = m[1]
             if name not in known and not hasattr(builtins, name):
                 report(
-                    line, f"`{span}`: nothing in {', '.join(PACKAGES)} defines or imports {name}"
+                    line,
+                    f"`{span}`: nothing in {', '.join(PACKAGES)} defines, imports or calls {name}",
                 )
         else:
             report(line, check_path(root, page, span))
