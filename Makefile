@@ -25,7 +25,7 @@ MAX_USERS     ?= 800
 STEP_DURATION ?= 10s
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lock lint test test-ui lab bench-upstream compare capacity drill up urls down logs ps e2e clean
+.PHONY: help venv lock lint test test-ui lab bench-upstream compare capacity drill reference docs-check up urls down logs ps e2e clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -86,6 +86,27 @@ DRILL_ARGS ?=
 
 drill: venv ## one fault under steady load, rules checked per variant: results/<time>-drill-DRILL/
 	$(PY) -m loadtest.drill $(DRILL) $(if $(VARIANTS),--variants $(VARIANTS)) --out $(OUT) $(DRILL_ARGS)
+
+# reference knobs: empty = the whole matrix (every scenario x every variant, capacity on upstream
+# and cpu-python, 30 s runs), e.g. a quick try that leaves docs/results alone:
+# `make reference REF_SCENARIOS=upstream REF_VARIANTS=sync,async REF_DURATION=3s REF_ARGS="--out /tmp/ref"`
+REF_SCENARIOS ?=
+REF_VARIANTS  ?=
+REF_DURATION  ?=
+REF_ARGS      ?=
+
+reference: venv ## the whole matrix + capacity on a lab it starts: docs/results/<date>-<machine>/ (quiet machine!)
+	$(PY) -m tools.reference run $(if $(REF_SCENARIOS),--scenarios $(REF_SCENARIOS)) \
+		$(if $(REF_VARIANTS),--variants $(REF_VARIANTS)) \
+		$(if $(REF_DURATION),--duration $(REF_DURATION)) $(REF_ARGS)
+
+# docs-check knobs: PAGES limits it to pages (PAGE:LINE to one checkable block), e.g.
+# `make docs-check PAGES=docs/labs/02-awaiting-io.md`; DOCS_CHECK_ARGS="--no-blocks" skips the lab.
+PAGES           ?=
+DOCS_CHECK_ARGS ?=
+
+docs-check: venv ## docs/ kept true: links, named files and targets, quoted reference numbers, checkable blocks
+	$(PY) -m tools.docs_check $(PAGES) $(DOCS_CHECK_ARGS)
 
 # ---- containers: `make up` -------------------------------------------------------------
 # The compose command: Docker Compose where a Docker engine answers, else Podman
