@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from typing import Any
 
@@ -13,6 +14,7 @@ from .errors import DatabaseTimeout, DatabaseUnavailable, PoolExhausted, from_sq
 from .settings import Settings
 from .sql import PING
 
+logger = logging.getLogger(__name__)
 Row = dict[str, Any]
 # What a dead or unreachable server looks like through asyncpg.
 # InternalClientError: a connection the server dropped mid-operation (seen during a PostgreSQL
@@ -60,7 +62,7 @@ class AsyncDatabase:
         )
         for conn in conns:
             if not isinstance(conn, BaseException):
-                await self.pool.release(conn)
+                await self._release(conn)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -96,8 +98,18 @@ class AsyncDatabase:
         except Exception as exc:
             raise _translate(exc) from exc
         finally:
-            await self.pool.release(conn)
+            await self._release(conn)
         return None if row is None else dict(row)
+
+    async def _release(self, conn: PoolConnectionProxy) -> None:
+        """Give the connection back. Its reset can fail when the server dropped it (a database
+        restart: InternalClientError): asyncpg has then terminated it and the pool opens a new
+        one on demand. That is not this request's failure: its query already finished (a
+        committed INSERT stays committed), so the answer stands."""
+        try:
+            await self.pool.release(conn)
+        except Exception as exc:  # any reset failure means the same: drop the connection
+            logger.warning("dropped a broken pooled connection: %s", type(exc).__name__)
 
     async def ping(self) -> None:
         """Readiness: can the database be reached now? On a connection of its own, opened and
