@@ -300,10 +300,13 @@ def _queue_bound(
 # was closed (refused), or the server closed its idle keep-alive connection as the request was
 # on its way (HTTP/1.1's inherent race; the server never read it, the client may retry).
 NOT_ACCEPTED = ("ConnectionRefusedError", "HTTPConnectionClosed", "ConnectionResetError")
+# Under compose the published port forwards to the container's address: while no container
+# has it, a connect fails with EHOSTUNREACH, after the kernel's ARP retries (seconds).
+NO_ROUTE = "[Errno 113]"
 
 
 def _not_accepted(r: Request) -> bool:
-    return r.status == 0 and _cause(r) in NOT_ACCEPTED
+    return r.status == 0 and (_cause(r) in NOT_ACCEPTED or NO_ROUTE in r.error)
 
 
 def _cause(r: Request) -> str:

@@ -226,31 +226,43 @@ class ComposeLab:
         except OSError:
             return False
 
+    @property
+    def engine(self) -> str:
+        """The container CLI under the compose command (`docker compose` -> docker)."""
+        return "docker" if "docker" in self.compose else "podman"
+
+    def _container(self, service: str) -> str:
+        """The service's container id (podman-compose's `ps` takes no service argument)."""
+        ids = subprocess.run(
+            [self.engine, "ps", "-aq", "--filter", f"label=com.docker.compose.service={service}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        if len(ids) != 1:
+            raise RuntimeError(f"expected one container for {service}, found {ids}")
+        return ids[0]
+
+    def _inspect(self, container: str, field: str) -> str:
+        done = subprocess.run(
+            [self.engine, "inspect", "-f", "{{.State." + field + "}}", container],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return done.stdout.strip()
+
     def sigterm_api(self, variant: str, grace_s: float) -> Shutdown:
         service = f"api-{variant}"
+        container = self._container(service)
         signalled = time.time()
         self._dc("kill", "-s", "TERM", service)
-        ids = self._dc("ps", "-q", service).split()
 
         def alive() -> bool:
-            return (
-                bool(ids)
-                and subprocess.run(
-                    ["podman", "inspect", "-f", "{{.State.Running}}", ids[0]],
-                    capture_output=True,
-                    text=True,
-                    check=False,
-                ).stdout.strip()
-                == "true"
-            )
+            return self._inspect(container, "Running") == "true"
 
         def code() -> int | None:
-            out = subprocess.run(
-                ["podman", "inspect", "-f", "{{.State.ExitCode}}", ids[0]],
-                capture_output=True,
-                text=True,
-                check=False,
-            ).stdout.strip()
+            out = self._inspect(container, "ExitCode")
             return int(out) if out.isdigit() else None
 
         # The published port is podman's proxy, which accepts while the container drains:
