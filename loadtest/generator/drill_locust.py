@@ -109,6 +109,10 @@ class NotedUser(LabUser):
     durability check finds the row of every single request, whatever the client saw."""
 
     abstract = True
+    # A connect that takes seconds on loopback or a local container network has failed: under
+    # compose, one to a published port whose container is gone waits ~14 s for "No route to
+    # host", and with the default 60 s the users sit out the fresh container's first seconds.
+    connection_timeout = 3.0
 
     def send(self, scenario: Scenario) -> None:
         path = scenario.url(vars(self.options))
