@@ -121,6 +121,9 @@ endif
 DC := $(COMPOSE) -f compose.yaml
 # `make up WORKERS=4`: make exports command-line variables, so compose reads it from the
 # environment (a plain `make up` leaves .env's default in force).
+# podman-compose keeps a running container when its image was rebuilt (Docker Compose replaces
+# it): without this `make up` after a code change would go on serving the old code.
+UP_FLAGS := $(if $(findstring podman-compose,$(COMPOSE)),--force-recreate)
 NEED_ENGINE = @test -n "$(strip $(COMPOSE))" || { echo "make $@: needs Docker or Podman (none answers)"; exit 2; }
 
 up: ## the whole lab in containers (Docker, else Podman; else the native lab), then print the URLs
@@ -128,7 +131,7 @@ ifeq ($(strip $(COMPOSE)),)
 	@echo "make up: no container engine answers (docker info / podman info failed): starting the native lab instead (make lab)."
 	@$(MAKE) --no-print-directory lab
 else
-	$(DC) up -d --build --wait
+	$(DC) up -d --build --wait $(UP_FLAGS)
 	@$(MAKE) --no-print-directory urls
 endif
 
