@@ -368,3 +368,27 @@ def test_a_short_reference_run_is_quotable(repo: Path) -> None:
     assert done.returncode == 0, done.stderr
     page.write_text(f"# Q\n\nsync: {rps + 1:.1f} req/s<!-- ref: compare.upstream.sync.rps -->\n")
     assert check(repo, "--no-blocks").returncode == 1
+
+
+def test_fill_writes_the_reference_over_tbd_and_the_check_accepts_it(repo: Path) -> None:
+    page = with_reference(repo, REFERENCE)
+    page.write_text(
+        "async TBD req/s<!-- ref: compare.upstream.async.rps -->, "
+        "TBDx<!-- ref: compare.upstream.ratio.async/sync --> sync; "
+        "kept: 198.6 req/s<!-- ref: compare.upstream.sync.rps -->; "
+        "unknown TBD<!-- ref: compare.nope.async.rps -->\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "tools.reference", "fill", str(page)],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1 and "no number for" in done.stderr  # the unknown key
+    text = page.read_text()
+    assert "async 892 req/s<!-- ref: compare.upstream.async.rps -->" in text
+    assert "4.5x<!-- ref: compare.upstream.ratio.async/sync -->" in text
+    assert "TBD<!-- ref: compare.nope.async.rps -->" in text  # left for a human
+    page.write_text(text.replace("unknown TBD<!-- ref: compare.nope.async.rps -->", ""))
+    assert check(repo, "--no-blocks").returncode == 0

@@ -10,7 +10,8 @@ from pathlib import Path
 
 USAGE = (
     "usage: python -m tools.reference run [--help | options]\n"
-    "       python -m tools.reference keys PATH [REGEX]   (reference or results folder)"
+    "       python -m tools.reference keys PATH [REGEX]   (reference or results folder)\n"
+    "       python -m tools.reference fill PAGE...   (TBD<!-- ref: KEY --> -> the value)"
 )
 
 
@@ -34,6 +35,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tools.reference.run import main as run
 
         return run(args[1:])
+    if args[:1] == ["fill"] and len(args) > 1:
+        from tools.reference.fill import fill
+
+        return fill(Path.cwd(), [Path(a) for a in args[1:]])
     if args[:1] == ["keys"] and len(args) in (2, 3):
         return keys(Path(args[1]), args[2] if len(args) == 3 else None)
     print(USAGE, file=sys.stderr)
