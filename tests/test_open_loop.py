@@ -184,3 +184,117 @@ def test_arrivals_over_the_in_flight_cap_are_failures(
     assert open_loop.DROPPED in failures_csv
     summary = summarize(Path(f"{outcome.spec.prefix}.json"))
     assert summary.failure_pct == pytest.approx(100 * failures / requests)
+
+
+# ---- compare and capacity in open-loop mode ------------------------------------------------
+
+
+def only_dir(parent: Path) -> Path:
+    (folder,) = [p for p in parent.iterdir() if p.is_dir()]
+    return folder
+
+
+def targets(urls: dict[str, str], *variants: str) -> str:
+    return ",".join(f"{v}={urls[v]}" for v in variants)
+
+
+@pytest.mark.timeout(120)
+def test_compare_pairs_each_closed_run_with_an_open_one_at_its_rate(
+    lab_apis: dict[str, str], tmp_path: Path
+) -> None:
+    from loadtest.analysis.modes import CLOSED_VS_OPEN
+    from loadtest.analysis.report import fmt_ms, fmt_rps
+    from loadtest.compare import main
+
+    code = main(
+        [
+            "--scenarios", "upstream",
+            "--variants", "sync,blocking",
+            "--users", "4",
+            "--duration", "3s",
+            "--warmup", "1s",
+            "--delay-ms", "100",
+            "--pair-open-loop",
+            "--targets", targets(lab_apis, "sync", "blocking"),
+            "--out", str(tmp_path),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    folder = only_dir(tmp_path)
+    results = json.loads((folder / "results.json").read_text())
+    assert results["mode"] == "paired" and results["options"]["pair_open_loop"] is True
+    runs = results["runs"]
+    assert [(r["variant"], r["mode"]) for r in runs] == [
+        ("sync", "closed"), ("sync", "open"), ("blocking", "closed"), ("blocking", "open"),
+    ]  # fmt: skip
+    report = (folder / "report.md").read_text()
+    assert "- mode: **closed loop, each run followed by an open loop" in report
+    assert CLOSED_VS_OPEN in report
+    for closed, opened in zip(runs[::2], runs[1::2], strict=True):
+        # the open loop ran at the closed run's throughput, and kept it
+        assert opened["arrival_rate"] == round(closed["stats"]["rps"], 1)
+        assert "--arrival-rate" in opened["command"] and "--arrival-rate" not in closed["command"]
+        books = opened["open_loop"]
+        assert books["measured_rate"] == pytest.approx(opened["arrival_rate"], rel=0.35)
+        assert books["dropped"] == 0
+        c, o = closed["stats"], opened["stats"]
+        row = (
+            f"| `{closed['variant']}` | 4 | {fmt_rps(c['rps'])} "
+            f"| {fmt_ms(c['p50_ms'])} / {fmt_ms(c['p99_ms'])} | {opened['arrival_rate']:g} "
+            f"| {fmt_rps(o['rps'])} | {fmt_ms(o['p50_ms'])} / {fmt_ms(o['p99_ms'])} |"
+        )
+        assert row in report
+        assert f"| `{opened['variant']}` (open) | {fmt_rps(o['rps'])} |" in report
+    sync_closed, sync_open = runs[0], runs[1]
+    # 4 users on 100 ms calls are far below sync's 40 tokens: both loops see the bare call
+    assert sync_closed["stats"]["p50_ms"] < 250 and sync_open["stats"]["p50_ms"] < 250
+    assert sync_open["stats"]["rps"] == pytest.approx(sync_closed["stats"]["rps"], rel=0.35)
+
+
+@pytest.mark.timeout(240)
+def test_capacity_steps_arrival_rates_and_finds_the_knee(
+    lab_apis: dict[str, str], tmp_path: Path
+) -> None:
+    """blocking serves 10 calls of 100 ms a second: 5 arrivals a second pass, 20 fail, and
+    the bisection tries 12.5 (fails too). async takes all three rates."""
+    from loadtest.capacity import main
+
+    code = main(
+        [
+            "--variants", "async,blocking",
+            "--delay-ms", "100",
+            "--slo-ms", "300",
+            "--arrival-rate", "2,5,20",
+            "--arrivals", "fixed",
+            "--refine", "1",
+            "--step-duration", "3s",
+            "--warmup", "1s",
+            "--targets", targets(lab_apis, "async", "blocking"),
+            "--out", str(tmp_path),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    folder = only_dir(tmp_path)
+    results = json.loads((folder / "results.json").read_text())
+    assert results["mode"] == "open" and results["options"]["rates"] == [2, 5, 20]
+    found = {s["variant"]: s for s in results["searches"]}
+    blocking, async_ = found["blocking"], found["async"]
+    assert [s["arrival_rate"] for s in blocking["steps"]] == [2, 5, 12.5, 20]
+    assert [s["ok"] for s in blocking["steps"]] == [True, True, False, False]
+    assert blocking["knee_rate"] == 5 and blocking["knee_users"] is None
+    assert blocking["stop_reason"].endswith("at 12.5 req/s arrivals")
+    assert blocking["limit_rate"] == 12.5
+    assert blocking["max_rps"] == pytest.approx(5, rel=0.3)
+    assert async_["knee_rate"] == 20 and all(s["ok"] for s in async_["steps"])
+    assert async_["stop_reason"] == "reached the last rate (20 req/s) within the SLO"
+    for search in results["searches"]:
+        for step in search["steps"]:
+            assert step["mode"] == "open" and step["users"] == 1
+            assert step["open_loop"]["measured_rate"] == pytest.approx(
+                step["arrival_rate"], rel=0.1
+            )
+    report = (folder / "report.md").read_text()
+    assert "- mode: **open loop**." in report and "arrival rate at the knee req/s" in report
+    assert f"| `blocking` | {blocking['max_rps']:.1f} | 5 |" in report
+    assert "| `blocking` | 12.5 |" in report  # the bisection's step, in the steps table
+    assert (folder / results["charts"]["upstream"]).read_bytes().startswith(b"\x89PNG")

@@ -294,8 +294,7 @@ def compare_markdown(results: CompareResults) -> str:
         children = _has_children(runs)
         lines += ["Server side:", "", *server_columns(children)]
         lines += [_row(server_cells(r, children, paired)) for r in runs] + [""]
-        ceilings = dict.fromkeys(f"- `{r['variant']}` ceiling: {r['ceiling']['why']}" for r in runs)
-        lines += list(ceilings)
+        lines += [f"- {_name(r, paired)} ceiling: {r['ceiling']['why']}" for r in runs]
         lines += [""]
         lines += [f"![{scenario} {c}]({f})" for c, f in results["charts"].get(scenario, {}).items()]
         warned = [(f"{scenario} x {run_label(r, paired)}", w) for r in runs for w in r["warnings"]]
