@@ -121,7 +121,7 @@ def test_the_generator_layer_imports_neither_analysis_nor_orchestration() -> Non
 
 def run(url: str, tmp_path: Path, name: str, **load: object) -> RunOutcome:
     values: dict[str, object] = {"users": 1, "spawn_rate": 1.0, "duration_s": 4, "delay_ms": 100}
-    spec = RunSpec(SCENARIOS["upstream"], url, Load(**(values | load)), tmp_path / name)  # type: ignore[arg-type]
+    spec = RunSpec(SCENARIOS["upstream"], url, Load(**(values | load)), tmp_path / name)
     outcome = run_locust(spec, monitor=False)
     assert outcome.exit_code in (0, 1), outcome.log_text[-2000:]
     return outcome
@@ -298,3 +298,43 @@ def test_capacity_steps_arrival_rates_and_finds_the_knee(
     assert f"| `blocking` | {blocking['max_rps']:.1f} | 5 |" in report
     assert "| `blocking` | 12.5 |" in report  # the bisection's step, in the steps table
     assert (folder / results["charts"]["upstream"]).read_bytes().startswith(b"\x89PNG")
+
+
+def books(**counts: float | None) -> dict[str, object]:
+    base: dict[str, object] = {
+        "arrival_rate": 50.0, "measured_rate": 50.0, "arrivals": "poisson", "max_in_flight": 100,
+        "users": 1, "scheduled": 500, "sent": 500, "dropped": 0, "completed": 500,
+        "unfinished": 0, "peak_in_flight": 12, "send_lag_p50_ms": 0.5, "send_lag_p99_ms": 3.0,
+        "send_lag_max_ms": 9.0,
+    }  # fmt: skip
+    return base | counts
+
+
+def open_step(**counts: float | None) -> dict[str, object]:
+    stats = {"requests": 500, "rps": 50.0, "p95_ms": 120.0, "failure_pct": 0.0}
+    return {
+        "mode": "open", "users": 1, "arrival_rate": 50.0, "stats": stats,
+        "open_loop": books(**counts), "generator_cpu_bound": False,
+    }  # fmt: skip
+
+
+def test_an_open_step_fails_on_any_drop_and_stops_when_the_generator_lags() -> None:
+    from loadtest.analysis import checks
+    from loadtest.orchestrate.capacity import generator_limit, verdict
+
+    assert verdict(open_step(), slo_ms=500, max_failure_pct=1) is None
+    # 3 drops are 0.6 % of the requests, under the failure limit, but the cap was full
+    dropped = open_step(dropped=3)
+    assert verdict(dropped, 500, 1) == (
+        "3 arrivals dropped (in-flight cap full) at 50 req/s arrivals"
+    )
+    assert generator_limit(open_step(send_lag_p99_ms=80.0)) is None
+    behind = generator_limit(open_step(send_lag_p50_ms=35.0))
+    assert behind is not None and behind.startswith("load generator behind its schedule")
+    warned = checks.open_loop_warnings(books(dropped=3, unfinished=2, send_lag_p99_ms=80.0))
+    assert [w.split(" ")[0:2] for w in warned] == [
+        ["3", "of"],
+        ["2", "requests"],
+        ["load", "generator"],
+    ]
+    assert checks.open_loop_warnings(books()) == []

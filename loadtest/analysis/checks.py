@@ -17,6 +17,9 @@ SHORT_RUN_FACTOR = 5.0
 # Open loop: the generator started requests this late after their schedule (p99): it could not
 # keep the schedule, and the latencies include its own delay.
 SEND_LAG_WARN_MS = 50.0
+# ... and when even its median request starts this late, it is behind for good (not a moment
+# without CPU on a shared machine): capacity stops pushing harder.
+SEND_LAG_BEHIND_MS = 20.0
 
 
 def generator_cpu_warning(

@@ -134,10 +134,10 @@ def generator_limit(record: RunRecord) -> str | None:
     if record["generator_cpu_bound"]:
         return f"load generator CPU-bound at {level_text(record)}: cannot push harder"
     books = record.get("open_loop")
-    lag = books["send_lag_p99_ms"] if books else None
-    if lag is not None and lag > checks.SEND_LAG_WARN_MS:
+    lag = books["send_lag_p50_ms"] if books else None
+    if lag is not None and lag > checks.SEND_LAG_BEHIND_MS:
         return (
-            f"load generator behind its schedule at {level_text(record)} (send lag p99 "
+            f"load generator behind its schedule at {level_text(record)} (send lag p50 "
             f"{lag:.0f} ms): cannot push harder"
         )
     return None
