@@ -274,13 +274,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     out = new_dir(args.out, "-capacity")
     plan = [(s, v) for s in args.scenarios for v in args.variants]
-    ladder = args.steps if args.rates is None else args.rates
-    progress = Progress(len(plan) * len(ladder), args.step_duration + 4)
+    # at most: every step of the ladder, and the open loop's bisection steps
+    most = len(args.steps) if args.rates is None else len(args.rates) + max(0, args.refine)
+    progress = Progress(len(plan) * most, args.step_duration + 4)
     searches: list[SearchRecord] = []
     for scenario, variant in plan:
         found = search(scenario, targets[variant], args, out, progress)
         # Steps never run (the search stopped early) leave the ETA.
-        progress.total += len(found["steps"]) - len(ladder)
+        progress.total -= most - len(found["steps"])
         knee = (
             f"{found['knee_users']} users"
             if found["mode"] == "closed"
