@@ -23,6 +23,18 @@ OUT           ?= results
 SLO_MS        ?= 500
 MAX_USERS     ?= 800
 STEP_DURATION ?= 10s
+# open loop (docs/loadtest.md#open-loop-and-closed-loop): requests on a schedule, latency from
+# the scheduled start. compare: `ARRIVAL_RATE=200` (req/s) instead of USERS, or
+# `PAIR_OPEN_LOOP=1`: each closed run, then an open one at its req/s. capacity: `OPEN_LOOP=1`
+# steps the default arrival rates instead of users, `RATES=10,20,50` steps those.
+# ARRIVALS: poisson (default) or fixed. COMPARE_ARGS / CAPACITY_ARGS: any other option.
+ARRIVAL_RATE   ?=
+PAIR_OPEN_LOOP ?=
+OPEN_LOOP      ?=
+RATES          ?=
+ARRIVALS       ?=
+COMPARE_ARGS   ?=
+CAPACITY_ARGS  ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help venv lock lint test test-ui lab bench-upstream compare capacity drill reference docs-check up urls down logs ps e2e clean
@@ -69,16 +81,22 @@ lab: venv ## natively: PostgreSQL, upstream, every variant and Locust's UI; Ctrl
 bench-upstream: venv ## prove the mock upstream is never the bottleneck (one core, 2,000 req/s)
 	$(PY) -m services.upstream.bench
 
-compare: venv ## same load on each variant: report.md, results.json, charts in results/<time>/ (needs `make lab`)
+compare: venv ## same load on each variant (closed loop; ARRIVAL_RATE=R: open loop): results/<time>/ (needs `make lab`)
 	$(PY) -m loadtest.compare --scenarios $(SCENARIOS) $(if $(VARIANTS),--variants $(VARIANTS)) \
 		--users $(USERS) $(if $(SPAWN_RATE),--spawn-rate $(SPAWN_RATE)) \
 		--duration $(DURATION) --warmup $(WARMUP) \
-		--delay-ms $(DELAY_MS) --work $(WORK) $(if $(TARGETS),--targets $(TARGETS)) --out $(OUT)
+		$(if $(ARRIVAL_RATE),--arrival-rate $(ARRIVAL_RATE)) $(if $(PAIR_OPEN_LOOP),--pair-open-loop) \
+		$(if $(ARRIVALS),--arrivals $(ARRIVALS)) \
+		--delay-ms $(DELAY_MS) --work $(WORK) $(if $(TARGETS),--targets $(TARGETS)) --out $(OUT) \
+		$(COMPARE_ARGS)
 
-capacity: venv ## step users up until p95 > SLO_MS: the knee per variant, in results/<time>-capacity/
+capacity: venv ## step users (OPEN_LOOP=1: arrival rates) up until p95 > SLO_MS: the knee per variant
 	$(PY) -m loadtest.capacity --scenarios $(SCENARIOS) $(if $(VARIANTS),--variants $(VARIANTS)) \
 		--slo-ms $(SLO_MS) --max-users $(MAX_USERS) --step-duration $(STEP_DURATION) \
-		--delay-ms $(DELAY_MS) --work $(WORK) $(if $(TARGETS),--targets $(TARGETS)) --out $(OUT)
+		$(if $(RATES),--arrival-rate $(RATES),$(if $(OPEN_LOOP),--arrival-rate)) \
+		$(if $(ARRIVALS),--arrivals $(ARRIVALS)) \
+		--delay-ms $(DELAY_MS) --work $(WORK) $(if $(TARGETS),--targets $(TARGETS)) --out $(OUT) \
+		$(CAPACITY_ARGS)
 
 # drill knobs, e.g. `make drill DRILL=db-restart VARIANTS=sync,async DRILL_ARGS="--users 10"`
 DRILL      ?= db-restart

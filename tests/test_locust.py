@@ -338,6 +338,50 @@ def test_web_ui_swarm_follows_the_variant_chosen_for_each_run(
             assert grew == {variant}
 
 
+def test_web_ui_runs_an_open_loop_its_users_share_the_rate(
+    web_ui: str, lab_apis: dict[str, str]
+) -> None:
+    """Arrival rate 30/s in the form with 3 users: 30 requests a second in all (each user
+    keeps 10/s), not 30 per user, and none of them fails."""
+    with httpx.Client(base_url=web_ui, timeout=10, trust_env=False) as ui:
+
+        def upstream() -> dict[str, Any]:
+            rows = [
+                s for s in ui.get("/stats/requests").json()["stats"] if s["name"] == "/io/upstream"
+            ]
+            return rows[0] if rows else {"num_requests": 0, "num_failures": 0}
+
+        form = {
+            "user_count": "3",
+            "spawn_rate": "100",
+            "host": "",
+            "variant": "async",
+            "delay_ms": "50",
+            "arrival_rate": "30",
+            "arrivals": "fixed",
+            "user_classes": "UpstreamUser",
+            "shape_class": "Default",
+        }
+        before = route_count(lab_apis["async"], "/io/upstream")
+        started_at = time.monotonic()
+        started = ui.post("/swarm", data=form).json()
+        assert started["success"] is True, started
+        time.sleep(3)
+        assert ui.post("/stop").json()["success"] is True
+        elapsed = time.monotonic() - started_at
+        wait_for(lambda: ui.get("/stats/requests").json()["state"] == "stopped")
+        row = upstream()
+        assert row["num_failures"] == 0
+        assert 0.75 * 30 * elapsed <= row["num_requests"] <= 1.1 * 30 * elapsed
+        served = route_count(lab_apis["async"], "/io/upstream") - before
+        assert served == pytest.approx(row["num_requests"], abs=3)
+        # and the next run of the session, rate 0 again, is a closed loop that runs as before
+        form |= {"arrival_rate": "0", "user_count": "2"}
+        assert ui.post("/swarm", data=form).json()["success"] is True
+        wait_for(lambda: upstream()["num_requests"] >= 10)
+        assert ui.post("/stop").json()["success"] is True
+
+
 # --- shapes: tick() without a run -----------------------------------------------------------
 
 TICKS = textwrap.dedent(

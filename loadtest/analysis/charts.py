@@ -12,6 +12,7 @@ matplotlib.use("Agg")  # before pyplot: files only, never a window
 
 import matplotlib.pyplot as plt
 
+from loadtest.analysis.modes import is_open, level, load_text, run_label
 from loadtest.analysis.records import RunRecord, SearchRecord
 from services.registry import VARIANTS
 
@@ -38,7 +39,9 @@ def _log_if_wide(ax: Any, values: Sequence[float | None]) -> None:
 
 def scenario_bars(scenario: str, runs: list[RunRecord], path: Path) -> Path:
     """Left: req/s per variant with the Little's-law ceiling; right: p50/p95/p99 per variant."""
+    paired = len({is_open(r) for r in runs}) > 1  # closed and open runs side by side
     variants = [r["variant"] for r in runs]
+    labels = [run_label(r, paired) for r in runs]
     fig, (ax_rps, ax_lat) = plt.subplots(1, 2, figsize=(11, 4.2))
     xs = range(len(runs))
     rps = [r["stats"]["rps"] or 0 for r in runs]
@@ -49,7 +52,7 @@ def scenario_bars(scenario: str, runs: list[RunRecord], path: Path) -> Path:
             ax_rps.hlines(ceil, x - 0.4, x + 0.4, colors="black", linestyles="dashed")
     ax_rps.plot([], [], "k--", label="Little's-law ceiling")
     ax_rps.legend(loc="upper right", fontsize=8)
-    ax_rps.set_xticks(list(xs), variants)
+    ax_rps.set_xticks(list(xs), labels)
     ax_rps.set_ylabel("req/s")
     ax_rps.set_title("throughput")
     _log_if_wide(ax_rps, rps + [r["ceiling"]["rps"] for r in runs])
@@ -72,12 +75,13 @@ def scenario_bars(scenario: str, runs: list[RunRecord], path: Path) -> Path:
             edgecolor="black",
             hatch="///",
         )
-    ax_lat.set_xticks(list(xs), variants)
+    ax_lat.set_xticks(list(xs), labels)
     ax_lat.set_ylabel("ms")
     ax_lat.set_title("latency percentiles (load) and bystander /healthz p99")
     ax_lat.legend(fontsize=8)
     _log_if_wide(ax_lat, values)
-    return _save(fig, f"{scenario}: {runs[0]['users']} users, {runs[0]['duration_s']} s", path)
+    how = "closed and open loop" if paired else load_text(runs[0])
+    return _save(fig, f"{scenario}: {how}, {runs[0]['duration_s']} s", path)
 
 
 def scenario_over_time(scenario: str, runs: list[RunRecord], path: Path) -> Path:
@@ -89,15 +93,20 @@ def scenario_over_time(scenario: str, runs: list[RunRecord], path: Path) -> Path
     fig, axes = plt.subplots(panels, 1, figsize=(10, 3.2 * panels + 0.5), sharex=True)
     ax_lat, ax_rps = axes[0], axes[-1]
     values: list[float | None] = []
+    paired = len({is_open(r) for r in runs}) > 1
     for run in runs:
         rows = [h for h in run["history"] if h["p95_ms"] is not None]
         color = colour(run["variant"])
+        dashes = "--" if paired and is_open(run) else "-"  # a pair's open run: dashed
         ts = [h["t"] for h in rows]
-        ax_lat.plot(ts, [h["p95_ms"] for h in rows], color=color, label=f"{run['variant']} p95")
+        label = f"{run_label(run, paired)} p95"
+        ax_lat.plot(ts, [h["p95_ms"] for h in rows], color=color, linestyle=dashes, label=label)
         ax_lat.plot(ts, [h["p50_ms"] for h in rows], color=color, linestyle=":")
         values += [h["p95_ms"] for h in rows]
         every = [h for h in run["history"] if h["rps"] is not None]
-        ax_rps.plot([h["t"] for h in every], [h["rps"] for h in every], color=color)
+        ax_rps.plot(
+            [h["t"] for h in every], [h["rps"] for h in every], color=color, linestyle=dashes
+        )
     ax_lat.set_ylabel("ms (p95 solid, p50 dotted)")
     ax_lat.set_title("latency over time (Locust's last ~10 s)")
     ax_lat.legend(fontsize=8, ncols=4)
@@ -126,7 +135,7 @@ def _bystander_over_time(ax: Any, runs: list[RunRecord]) -> None:
             linestyle="--",
             linewidth=1,
             marker=".",
-            label=f"{run['variant']} (p99 {_ms(run['bystander']['p99_ms'])} ms)",
+            label=f"{run_label(run, is_open(run))} (p99 {_ms(run['bystander']['p99_ms'])} ms)",
         )
         values += ys
     ax.set_ylabel("ms (each probe, when sent)")
@@ -142,15 +151,15 @@ def _ms(value: float | None) -> str:
 
 
 def capacity_chart(scenario: str, searches: list[SearchRecord], slo_ms: float, path: Path) -> Path:
-    """req/s and p95 against users, one line per variant; the SLO as a line, knees circled;
-    the bystander's p99 per step dashed beside the load's p95."""
+    """req/s and p95 against users (open loop: arrival rate), one line per variant; the SLO as
+    a line, knees circled; the bystander's p99 per step dashed beside the load's p95."""
     fig, (ax_rps, ax_lat) = plt.subplots(2, 1, figsize=(9, 7), sharex=True)
     values: list[float | None] = [slo_ms]
     has_bystander = False
     for search in searches:
         color = colour(search["variant"])
         steps = search["steps"]
-        users = [s["users"] for s in steps]
+        users = [level(s) for s in steps]
         ax_rps.plot(
             users,
             [s["stats"]["rps"] or 0 for s in steps],
@@ -168,8 +177,9 @@ def capacity_chart(scenario: str, searches: list[SearchRecord], slo_ms: float, p
             )
             values += bystander
             has_bystander = True
-        if search["knee_users"]:
-            ax_rps.plot(search["knee_users"], search["max_rps"], "o", ms=14, mfc="none", mec=color)
+        knee = search["knee_rate"] if search.get("mode") == "open" else search["knee_users"]
+        if knee:
+            ax_rps.plot(knee, search["max_rps"], "o", ms=14, mfc="none", mec=color)
     ax_lat.axhline(slo_ms, color="black", linestyle="dashed", label=f"SLO p95 {slo_ms:g} ms")
     ax_rps.set_ylabel("req/s")
     ax_rps.legend(fontsize=8, title="circled: knee", title_fontsize=8)
@@ -180,10 +190,11 @@ def capacity_chart(scenario: str, searches: list[SearchRecord], slo_ms: float, p
     _log_if_wide(ax_lat, values)
     ax_lat.set_xscale("log")
     # the steps' own user counts as ticks, not 2x10^0
-    ticks = sorted({s["users"] for search in searches for s in search["steps"]})
-    ax_lat.set_xticks(ticks, [str(u) for u in ticks])
+    ticks = sorted({level(s) for search in searches for s in search["steps"]})
+    ax_lat.set_xticks(ticks, [f"{u:g}" for u in ticks])
     ax_lat.minorticks_off()
-    ax_lat.set_xlabel("users (log scale)")
+    open_loop = any(search.get("mode") == "open" for search in searches)
+    ax_lat.set_xlabel(f"{'arrival rate, req/s' if open_loop else 'users'} (log scale)")
     return _save(fig, f"capacity: {scenario}", path)
 
 

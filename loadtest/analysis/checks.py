@@ -7,11 +7,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from loadtest.analysis.records import OpenLoopSummary
+
 # Locust's own alarm level: above it the generator, not the server, sets the pace.
 CPU_WARN_PCT = 90.0
 # Requests still in flight when the run stops are recorded only if they finish within
 # --stop-timeout; a run must last several response times so that they are a small minority.
 SHORT_RUN_FACTOR = 5.0
+# Open loop: the generator started requests this late after their schedule (p99): it could not
+# keep the schedule, and the latencies include its own delay.
+SEND_LAG_WARN_MS = 50.0
+# ... and when even its median request starts this late, it is behind for good (not a moment
+# without CPU on a shared machine): capacity stops pushing harder.
+SEND_LAG_BEHIND_MS = 20.0
 
 
 def generator_cpu_warning(
@@ -79,3 +87,30 @@ def failures_warning(failure_pct: float | None, limit_pct: float = 1.0) -> str |
     if failure_pct is None or failure_pct <= limit_pct:
         return None
     return f"{failure_pct:.1f}% of requests failed (see the run's _failures.csv)"
+
+
+def open_loop_warnings(books: OpenLoopSummary | None) -> list[str]:
+    """What an open-loop run's own accounting says about it: arrivals dropped at the in-flight
+    cap, requests left unanswered at the end, a generator that fell behind its schedule."""
+    if books is None:
+        return []
+    found = []
+    if books["dropped"]:
+        found.append(
+            f"{books['dropped']} of {books['scheduled']} arrivals dropped: "
+            f"{books['max_in_flight']} requests were already in flight (--max-in-flight); "
+            "they count as failures, "
+            "without a latency, so the percentiles understate"
+        )
+    if books["unfinished"]:
+        found.append(
+            f"{books['unfinished']} requests unanswered when the run stopped: failures, recorded "
+            "with the time they had waited"
+        )
+    lag = books["send_lag_p99_ms"]
+    if lag is not None and lag > SEND_LAG_WARN_MS:
+        found.append(
+            f"load generator behind its schedule: p99 {lag:.0f} ms between a request's scheduled "
+            f"and actual start (threshold {SEND_LAG_WARN_MS:g} ms); the latencies include it"
+        )
+    return found

@@ -145,6 +145,26 @@ class CeilingRecord(TypedDict):
     cpu_unit_ms: float
 
 
+class OpenLoopSummary(TypedDict):
+    """An open-loop run's arrivals over the measured window, from the Locust process's own
+    accounting (PREFIX_arrivals.json, generator/open_loop.py)."""
+
+    arrival_rate: float  # configured, per second
+    measured_rate: float | None  # the schedule's arrivals per second, first to last
+    arrivals: str  # "poisson" or "fixed"
+    max_in_flight: int
+    users: int
+    scheduled: int  # arrivals due
+    sent: int  # requests started (scheduled - dropped)
+    dropped: int  # the in-flight cap was full: failures without latency
+    completed: int  # answered (success or not) and recorded
+    unfinished: int  # still unanswered at the end: failures, with the time waited so far
+    peak_in_flight: int
+    send_lag_p50_ms: float | None  # how late the generator started requests after schedule
+    send_lag_p99_ms: float | None
+    send_lag_max_ms: float | None
+
+
 class RunRecord(TypedDict):
     """One measured run (orchestrate/measure.py): compare's runs, capacity's steps."""
 
@@ -152,7 +172,12 @@ class RunRecord(TypedDict):
     variant: str
     url: str
     user_class: str
+    mode: str  # "closed": `users` users, each waits for its answer; "open": `arrival_rate`
     users: int
+    arrival_rate: float | None  # open loop: configured arrivals per second
+    arrivals: str | None  # open loop: "poisson" or "fixed"
+    max_in_flight: int | None
+    open_loop: OpenLoopSummary | None  # None: closed loop (or Locust wrote no accounting)
     spawn_rate: float
     duration_s: int
     warmup_s: int
@@ -187,7 +212,9 @@ class SearchRecord(TypedDict):
     variant: str
     steps: list[RunRecord]
     stop_reason: str
+    mode: str  # "closed": steps of users; "open": steps of arrival rates
     knee_users: int | None
+    knee_rate: float | None  # open loop: the arrival rate at the knee
     max_rps: float | None
     knee_p95_ms: float | None
     knee_verdict: str | None  # the knee step's server verdict
@@ -195,6 +222,7 @@ class SearchRecord(TypedDict):
     # else the knee's (the search ran out of steps or the generator), and at how many users.
     limit_verdict: str | None
     limit_users: int | None
+    limit_rate: float | None  # open loop: the arrival rate of that step
     ceiling_at_knee: CeilingRecord | None
 
 
@@ -221,11 +249,13 @@ class Results(TypedDict):
 
 
 class CompareResults(Results):
+    mode: str  # "closed", "open" or "paired" (each closed run, then open at its req/s)
     load_avg_1m_at_end: float
     runs: list[RunRecord]
     charts: dict[str, dict[str, str]]  # scenario -> chart title -> file
 
 
 class CapacityResults(Results):
+    mode: str  # "closed" (steps of users) or "open" (steps of arrival rates)
     searches: list[SearchRecord]
     charts: dict[str, str]  # scenario -> file

@@ -3,9 +3,11 @@ results.json's own data (so the two never disagree)."""
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 
 from loadtest.analysis.machine import one_line
+from loadtest.analysis.modes import CLOSED_VS_OPEN, is_open, level, level_text, run_label
 from loadtest.analysis.records import (
     CapacityResults,
     CompareResults,
@@ -85,10 +87,16 @@ COMPARE_COLUMNS = (
 )
 
 
-def compare_row(run: RunRecord) -> str:
+def _name(run: RunRecord, paired: bool) -> str:
+    """`sync`, or `sync` (open) for the open-loop run of a pair."""
+    label = run_label(run, paired)
+    return f"`{run['variant']}`" + label[len(run["variant"]) :]
+
+
+def compare_row(run: RunRecord, paired: bool = False) -> str:
     st, peaks, cpu = run["stats"], run["server_peaks"], run["generator_cpu"]
     cells = [
-        f"`{run['variant']}`",
+        _name(run, paired),
         fmt_rps(st["rps"]),
         fmt_ms(st["p50_ms"]),
         fmt_ms(st["p95_ms"]),
@@ -119,11 +127,11 @@ def server_columns(children: bool) -> tuple[str, str]:
     )
 
 
-def server_cells(run: RunRecord, children: bool) -> list[str]:
+def server_cells(run: RunRecord, children: bool, paired: bool = False) -> list[str]:
     """The server-side cells of a run: API CPU, its CPU workers, bystander, verdict."""
     sv, by = run["server"], run["bystander"]
     cpu = fmt_pair(fmt_ms(sv["cpu_mean_pct"]), fmt_ms(sv["cpu_peak_pct"]))
-    cells = [f"`{run['variant']}`", cpu]
+    cells = [_name(run, paired), cpu]
     if children:
         cells.append(
             fmt_pair(fmt_ms(sv["children_cpu_mean_pct"]), fmt_ms(sv["children_cpu_peak_pct"]))
@@ -162,14 +170,107 @@ def _sources_line(runs: list[RunRecord]) -> str:
     return "Server samples: " + "; ".join(SOURCES.get(s, s) for s in sources) + "."
 
 
+def mode_lines(mode: str) -> list[str]:
+    """Which mode ran, and the two sentences that say what the difference is."""
+    ran = {
+        "closed": "closed loop",
+        "open": "open loop",
+        "paired": "closed loop, each run followed by an open loop at the req/s it achieved",
+    }[mode]
+    return [f"- mode: **{ran}**. {CLOSED_VS_OPEN}"]
+
+
+def load_line(o: dict[str, object], mode: str) -> str:
+    common = (
+        f"{o['duration_s']} s measured after a {o['warmup_s']} s warm-up under the same load "
+        f"(statistics dropped); delay_ms={o['delay_ms']}, work={o['work']}"
+    )
+    users = f"{o['users']} users, spawn rate {o['spawn_rate']:g}/s"
+    open_loop = f"{o.get('arrivals')} arrivals, at most {o.get('max_in_flight')} in flight"
+    if mode == "open":
+        return f"- load: open loop at {o['arrival_rate']:g} req/s, {open_loop}; {common}"
+    if mode == "paired":
+        return f"- load: closed loop {users}, then open loop ({open_loop}); {common}"
+    return f"- load: {users}, {common}"
+
+
+def open_loop_table(runs: list[RunRecord], paired: bool) -> list[str]:
+    """What each open-loop run's schedule did: arrivals due, sent, dropped, left unanswered."""
+    opened = [r for r in runs if is_open(r)]
+    if not opened:
+        return []
+    lines = [
+        "Open loop (the generator's own accounting over the measured window; send lag: how late "
+        "a request started after its scheduled time):",
+        "",
+        "| variant | arrival rate req/s | scheduled | sent | dropped | unanswered at the end "
+        "| peak in flight | send lag p99 ms |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for run in opened:
+        b = run["open_loop"]
+        if b is None:
+            lines.append(
+                f"| {_name(run, paired)} | {level(run):g} | n/a | n/a | n/a | n/a | n/a | n/a |"
+            )
+            continue
+        lines.append(
+            f"| {_name(run, paired)} | {level(run):g} | {b['scheduled']} | {b['sent']} "
+            f"| {b['dropped']} | {b['unfinished']} | {b['peak_in_flight']} "
+            f"| {fmt_small_ms(b['send_lag_p99_ms'])} |"
+        )
+    return [*lines, ""]
+
+
+def pairs(runs: list[RunRecord]) -> list[tuple[RunRecord, RunRecord]]:
+    """(closed, open) runs of the same variant, in order: --pair-open-loop's pairs."""
+    found = []
+    for closed, opened in itertools.pairwise(runs):
+        if not is_open(closed) and is_open(opened) and closed["variant"] == opened["variant"]:
+            found.append((closed, opened))
+    return found
+
+
+def p99_ratio(closed: RunRecord, opened: RunRecord) -> float | None:
+    a, b = closed["stats"]["p99_ms"], opened["stats"]["p99_ms"]
+    return b / a if a and b is not None else None
+
+
+def pair_table(runs: list[RunRecord]) -> list[str]:
+    """Closed-loop and open-loop p99 side by side, at the same throughput."""
+    found = pairs(runs)
+    if not found:
+        return []
+    lines = [
+        "Closed vs open loop at the same throughput (the open loop's arrival rate is the "
+        "closed run's req/s; latency from the scheduled start):",
+        "",
+        "| variant | closed: users | req/s | p50 / p99 ms | open: arrivals req/s | req/s "
+        "| p50 / p99 ms | fail % | p99 open / closed |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for closed, opened in found:
+        c, o = closed["stats"], opened["stats"]
+        ratio = p99_ratio(closed, opened)
+        fail = "n/a" if o["failure_pct"] is None else f"{o['failure_pct']:.1f}"
+        lines.append(
+            f"| `{closed['variant']}` | {closed['users']} | {fmt_rps(c['rps'])} "
+            f"| {fmt_ms(c['p50_ms'])} / {fmt_ms(c['p99_ms'])} | {level(opened):g} "
+            f"| {fmt_rps(o['rps'])} | {fmt_ms(o['p50_ms'])} / {fmt_ms(o['p99_ms'])} | {fail} "
+            f"| {'n/a' if ratio is None else f'{ratio:.1f}x'} |"
+        )
+    return [*lines, ""]
+
+
 def compare_markdown(results: CompareResults) -> str:
     o = results["options"]
+    mode = results.get("mode", "closed")
+    paired = mode == "paired"
     scenarios = list(dict.fromkeys(r["scenario"] for r in results["runs"]))
     lines = header("Compare: " + ", ".join(scenarios), results)
     lines += [
-        f"- load: {o['users']} users, spawn rate {o['spawn_rate']:g}/s, {o['duration_s']} s "
-        f"measured after a {o['warmup_s']} s warm-up under the same load (statistics dropped); "
-        f"delay_ms={o['delay_ms']}, work={o['work']}",
+        *mode_lines(mode),
+        load_line(o, mode),
         "- targets (settings in force, from /runtime):",
         *(_settings_line(v, t) for v, t in results["targets"].items()),
         "",
@@ -188,14 +289,15 @@ def compare_markdown(results: CompareResults) -> str:
         runs = [r for r in results["runs"] if r["scenario"] == scenario]
         s = SCENARIOS[scenario]
         lines += ["", f"## {scenario}: `{s.method} {s.shown(o)}`", ""]
-        lines += [*COMPARE_COLUMNS, *(compare_row(r) for r in runs), ""]
+        lines += [*COMPARE_COLUMNS, *(compare_row(r, paired) for r in runs), ""]
+        lines += pair_table(runs) + open_loop_table(runs, paired)
         children = _has_children(runs)
         lines += ["Server side:", "", *server_columns(children)]
-        lines += [_row(server_cells(r, children)) for r in runs] + [""]
-        lines += [f"- `{r['variant']}` ceiling: {r['ceiling']['why']}" for r in runs]
+        lines += [_row(server_cells(r, children, paired)) for r in runs] + [""]
+        lines += [f"- {_name(r, paired)} ceiling: {r['ceiling']['why']}" for r in runs]
         lines += [""]
         lines += [f"![{scenario} {c}]({f})" for c, f in results["charts"].get(scenario, {}).items()]
-        warned = [(f"{scenario} x {r['variant']}", w) for r in runs for w in r["warnings"]]
+        warned = [(f"{scenario} x {run_label(r, paired)}", w) for r in runs for w in r["warnings"]]
         lines += warning_lines(warned, len(runs))
     lines += [
         "",
@@ -219,8 +321,12 @@ def limit_text(search: SearchRecord) -> str:
     """The verdict that says what limits the variant, and where it was seen."""
     if search["limit_verdict"] is None:
         return "n/a"
-    at = "the knee" if search["limit_users"] == search["knee_users"] else "the step past the knee"
-    return f"{search['limit_verdict']} (at {search['limit_users']} users, {at})"
+    if search.get("mode") == "open":
+        limit, knee, unit = search["limit_rate"], search["knee_rate"], "req/s arrivals"
+    else:
+        limit, knee, unit = search["limit_users"], search["knee_users"], "users"
+    at = "the knee" if limit == knee else "the step past the knee"
+    return f"{search['limit_verdict']} (at {limit:g} {unit}, {at})" if limit is not None else "n/a"
 
 
 def warning_lines(warned: list[tuple[str, str]], runs: int) -> list[str]:
@@ -234,26 +340,39 @@ def warning_lines(warned: list[tuple[str, str]], runs: int) -> list[str]:
 
 def capacity_markdown(results: CapacityResults) -> str:
     o = results["options"]
+    open_loop = results.get("mode") == "open"
     lines = header("Capacity search", results)
+    ladder = (
+        f"open-loop arrival rates {', '.join(f'{r:g}' for r in o['rates'])} req/s "
+        f"({o['arrivals']} arrivals, at most {o['max_in_flight']} in flight; after the first "
+        f"rate that fails, {o['refine']} halvings of the gap to the last that passed)"
+        if open_loop
+        else f"users {', '.join(map(str, o['steps']))}"
+    )
     lines += [
-        f"- SLO: p95 <= {o['slo_ms']:g} ms and failures <= {o['max_failure_pct']:g}%; "
-        f"steps of {o['step_duration_s']} s at users {', '.join(map(str, o['steps']))}",
+        *mode_lines("open" if open_loop else "closed"),
+        f"- SLO: p95 <= {o['slo_ms']:g} ms and failures <= {o['max_failure_pct']:g}%"
+        + (" and no arrival dropped" if open_loop else "")
+        + f"; steps of {o['step_duration_s']} s at {ladder}",
         "- targets (settings in force, from /runtime):",
         *(_settings_line(v, t) for v, t in results["targets"].items()),
     ]
     for scenario in dict.fromkeys(s["scenario"] for s in results["searches"]):
         searches = [s for s in results["searches"] if s["scenario"] == scenario]
         lines += ["", f"## {scenario}", ""]
+        knee_column = "arrival rate at the knee req/s" if open_loop else "users at the knee"
         lines += [
-            "| variant | highest sustainable req/s | users at the knee | p95 there ms "
+            f"| variant | highest sustainable req/s | {knee_column} | p95 there ms "
             "| Little's-law ceiling there | limited by (server verdict) | stopped because |",
             "|---|--:|--:|--:|---|---|---|",
         ]
         for s in searches:
             ceil = s["ceiling_at_knee"]
             ceil_text = f"{fmt_rps(ceil['rps'])} ({ceil['why']})" if ceil else "n/a"
+            knee = s["knee_rate"] if open_loop else s["knee_users"]
             lines.append(
-                f"| `{s['variant']}` | {fmt_rps(s['max_rps'])} | {s['knee_users'] or 'none'} "
+                f"| `{s['variant']}` | {fmt_rps(s['max_rps'])} | "
+                f"{'none' if knee is None else f'{knee:g}'} "
                 f"| {fmt_ms(s['knee_p95_ms'])} | {ceil_text} | {limit_text(s)} "
                 f"| {s['stop_reason']} |"
             )
@@ -265,7 +384,8 @@ def capacity_markdown(results: CapacityResults) -> str:
             "`GET /healthz` every 0.2 s on the loaded target; verdict: the most frequent "
             "bottleneck among its /runtime polls):",
             "",
-            "| variant | users | req/s | p95 ms | fail % | within SLO | API CPU % mean / peak "
+            f"| variant | {'arrivals req/s' if open_loop else 'users'} | req/s | p95 ms | fail % "
+            "| within SLO | API CPU % mean / peak "
             "| bystander p99 ms | verdict; polls of that kind |",
             "|---|--:|--:|--:|--:|---|--:|--:|---|",
         ]
@@ -274,12 +394,12 @@ def capacity_markdown(results: CapacityResults) -> str:
                 st = step["stats"]
                 fail = "n/a" if st["failure_pct"] is None else f"{st['failure_pct']:.1f}"
                 lines.append(
-                    f"| `{s['variant']}` | {step['users']} | {fmt_rps(st['rps'])} "
+                    f"| `{s['variant']}` | {level(step):g} | {fmt_rps(st['rps'])} "
                     f"| {fmt_ms(st['p95_ms'])} | {fail} | {'yes' if step['ok'] else 'no'} "
                     f"| {cpu_text(step)} "
                     f"| {fmt_small_ms(step['bystander']['p99_ms'])} | {verdict_text(step)} |"
                 )
-        warned = [(f"{r['variant']}, {r['users']} users", w) for r in runs for w in r["warnings"]]
+        warned = [(f"{r['variant']}, {level_text(r)}", w) for r in runs for w in r["warnings"]]
         lines += warning_lines(warned, len(runs))
     lines.append("")
     return "\n".join(lines)

@@ -10,6 +10,7 @@ import argparse
 import re
 from pathlib import Path
 
+from loadtest.generator import open_loop
 from loadtest.generator.scenarios import SCENARIOS
 from services.registry import NAMES as VARIANTS
 
@@ -120,4 +121,40 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
         type=duration,
         default=60,
         help="longest wait for a target to finish earlier requests (default: 60s)",
+    )
+
+
+def positive_rate(value: str) -> float:
+    try:
+        rate = float(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected requests per second, got {value!r}") from exc
+    if not 0 < rate < float("inf"):
+        raise argparse.ArgumentTypeError("must be a positive number of requests per second")
+    return rate
+
+
+def rate_list(value: str) -> list[float]:
+    rates = sorted({positive_rate(part) for part in value.split(",") if part.strip()})
+    if not rates:
+        raise argparse.ArgumentTypeError(f"expected rates like 10,20,50, got {value!r}")
+    return rates
+
+
+def add_open_loop_arguments(p: argparse.ArgumentParser) -> None:
+    """The open loop's knobs besides its rate (generator/open_loop.py)."""
+    p.add_argument(
+        "--arrivals",
+        choices=open_loop.ARRIVAL_KINDS,
+        default="poisson",
+        help="open loop's schedule: poisson (independent arrivals, random gaps of mean 1/rate) "
+        "or fixed (one every 1/rate s) (default: poisson)",
+    )
+    p.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=open_loop.DEFAULT_MAX_IN_FLIGHT,
+        help="open loop: most requests in flight at once, to bound the generator's memory; an "
+        f"arrival beyond it is dropped and counted as a failure (default: "
+        f"{open_loop.DEFAULT_MAX_IN_FLIGHT})",
     )

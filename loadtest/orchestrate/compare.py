@@ -4,6 +4,11 @@ For each scenario x variant, one after another: wait until the target is idle, t
 Locust run whose first --warmup seconds are not counted (their statistics are dropped), sampling
 the target's /runtime and Locust's own CPU. Writes results/<timestamp>/: report.md,
 results.json, PNG charts, and Locust's csv/json/html/log of every run under locust/.
+
+The load is a closed loop (--users users, each waiting for its answer) unless --arrival-rate
+gives an open loop (requests on a schedule, latency from the scheduled start); with
+--pair-open-loop each closed run is followed by an open one at the req/s it achieved, and the
+report puts both p99s side by side.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
@@ -22,10 +28,10 @@ from loadtest.analysis.machine import machine, versions
 from loadtest.analysis.outputs import Progress, charts_available, new_dir, now_iso, say, write_json
 from loadtest.analysis.records import CompareResults, RunRecord
 from loadtest.analysis.report import compare_markdown
-from loadtest.generator.scenarios import SCENARIOS
+from loadtest.generator.scenarios import SCENARIOS, Scenario
 from loadtest.generator.targets import load_targets
 from loadtest.orchestrate import cli
-from loadtest.orchestrate.measure import Load, TargetError, discover, measure
+from loadtest.orchestrate.measure import Load, Target, TargetError, discover, measure
 
 # Locust start-up and report writing, plus waiting for an idle target, per run: only a first
 # guess for the ETA, which then follows the runs' real wall time (outputs.Progress).
@@ -76,11 +82,39 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=0.5,
         help="seconds between /runtime and CPU samples (default: 0.5)",
     )
+    p.add_argument(
+        "--arrival-rate",
+        type=cli.positive_rate,
+        default=None,
+        metavar="R",
+        help="open loop: start R requests per second on a schedule, whether or not earlier "
+        "ones were answered; latency counts from each request's scheduled start (default: "
+        "closed loop, --users users)",
+    )
+    p.add_argument(
+        "--pair-open-loop",
+        action="store_true",
+        help="after each closed-loop run, an open-loop run at the req/s it achieved: the "
+        "report compares their p99 at the same throughput",
+    )
+    cli.add_open_loop_arguments(p)
     args = p.parse_args(argv)
     if args.users < 1:
         p.error("--users must be at least 1")
+    if args.max_in_flight < 1:
+        p.error("--max-in-flight must be at least 1")
+    if args.arrival_rate is not None and args.pair_open_loop:
+        p.error("--pair-open-loop takes the rate from each closed run: leave out --arrival-rate")
+    if args.arrival_rate is not None:
+        # one Locust user keeps the schedule; it starts a greenlet per arrival
+        args.users, args.spawn_rate = 1, 1.0
     args.spawn_rate = args.spawn_rate or float(args.users)
     return args
+
+
+def open_at(load: Load, rate: float) -> Load:
+    """`load` as an open loop at `rate` arrivals per second (one Locust user keeps it)."""
+    return replace(load, users=1, spawn_rate=1.0, arrival_rate=rate)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -101,30 +135,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(f"compare: {exc} (is `make lab` running? see --targets)")
         return 2
     out = new_dir(args.out)
-    load = Load.from_args(args)
+    load = Load.from_args(args, arrival_rate=args.arrival_rate or 0.0)
+    mode = "paired" if args.pair_open_loop else "open" if load.open else "closed"
     plan = [(s, v) for s in args.scenarios for v in args.variants]
     per_run = load.warmup_s + load.duration_s + _RUN_OVERHEAD_S
-    progress = Progress(len(plan), per_run)
+    progress = Progress(len(plan) * (2 if args.pair_open_loop else 1), per_run)
     runs: list[RunRecord] = []
     for scenario, variant in plan:
-        progress.step(f"{scenario} x {variant}: {load.users} users, {load.duration_s} s")
-        record = measure(
-            SCENARIOS[scenario], targets[variant], load, out / "locust" / f"{scenario}-{variant}"
-        )
-        for warning in record["warnings"]:
-            say(f"  warning: {warning}")
-        st = record["stats"]
-        say(f"  {st['requests']} requests, {st['rps'] or 0:.1f} req/s, p95 {st['p95_ms']} ms")
+        prefix = out / "locust" / f"{scenario}-{variant}"
+        record = _run(SCENARIOS[scenario], targets[variant], load, prefix, progress)
         runs.append(record)
+        if not args.pair_open_loop:
+            continue
+        rate = record["stats"]["rps"]
+        if not rate:
+            say(f"  {scenario} x {variant}: no req/s to repeat as an open loop")
+            progress.total -= 1
+            continue
+        opened = open_at(load, round(rate, 1))
+        runs.append(
+            _run(
+                SCENARIOS[scenario],
+                targets[variant],
+                opened,
+                prefix.with_name(f"{prefix.name}-open"),
+                progress,
+            )
+        )
     results: CompareResults = {
         "kind": "compare",
+        "mode": mode,
         "command": shlex.join(["python", "-m", "loadtest.compare", *argv]),
         "started": started,
         "wall_s": round(time.monotonic() - t0, 1),
         "machine": host,
         "load_avg_1m_at_end": round(psutil.getloadavg()[0], 2),
         "versions": versions(),
-        "options": {"scenarios": args.scenarios, "variants": args.variants, **load.options()},
+        "options": {"scenarios": args.scenarios, "variants": args.variants, **_options(args, load)},
         "targets": {
             v: {
                 "url": urls[v],
@@ -142,6 +189,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     (out / "report.md").write_text(compare_markdown(results))
     say(f"compare: done in {results['wall_s']:.0f} s: {out / 'report.md'}")
     return 0
+
+
+def _options(args: argparse.Namespace, load: Load) -> dict[str, object]:
+    """results.json's options: the Load's, plus what --pair-open-loop used for its open runs."""
+    options = load.options()
+    if args.pair_open_loop:
+        options |= {
+            "pair_open_loop": True,
+            "arrivals": load.arrivals,
+            "max_in_flight": load.max_in_flight,
+        }
+    return options
+
+
+def _run(
+    scenario: Scenario, target: Target, load: Load, prefix: Path, progress: Progress
+) -> RunRecord:
+    how = (
+        f"open loop, {load.arrival_rate:g} req/s ({load.arrivals})"
+        if load.open
+        else f"{load.users} users"
+    )
+    progress.step(f"{scenario.name} x {target.variant}: {how}, {load.duration_s} s")
+    record = measure(scenario, target, load, prefix)
+    for warning in record["warnings"]:
+        say(f"  warning: {warning}")
+    st = record["stats"]
+    say(f"  {st['requests']} requests, {st['rps'] or 0:.1f} req/s, p95 {st['p95_ms']} ms")
+    return record
 
 
 def draw_charts(runs: list[RunRecord], out: Path) -> dict[str, dict[str, str]]:

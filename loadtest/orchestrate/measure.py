@@ -8,11 +8,11 @@ import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from loadtest.analysis import checks, server_side
 from loadtest.analysis.littles_law import Limits, ceiling
-from loadtest.analysis.records import RunRecord
+from loadtest.analysis.records import OpenLoopSummary, RunRecord
 from loadtest.generator.scenarios import CpuKind, Scenario
 from loadtest.orchestrate.monitor import CpuSampler, cpu_unit_s, read_runtime, wait_idle
 from loadtest.orchestrate.run import Load, RunOutcome, RunSpec, run_locust
@@ -56,10 +56,12 @@ def _cpu_unit(scenario: Scenario, target: Target) -> float | None:
 
 def _record(scenario: Scenario, target: Target, load: Load, outcome: RunOutcome) -> RunRecord:
     unit = _cpu_unit(scenario, target)
+    # Open loop: the concurrency offered is bounded by the in-flight cap, not by users.
+    offered = load.max_in_flight if load.open else load.users
     ceil = ceiling(
         scenario.name,
         target.variant,
-        load.users,
+        offered,
         delay_ms=load.delay_ms,
         work=load.work,
         limits=target.limits,
@@ -77,7 +79,12 @@ def _record(scenario: Scenario, target: Target, load: Load, outcome: RunOutcome)
         "variant": target.variant,
         "url": target.url,
         "user_class": scenario.user_class,
+        "mode": "open" if load.open else "closed",
         "users": load.users,
+        "arrival_rate": load.arrival_rate if load.open else None,
+        "arrivals": load.arrivals if load.open else None,
+        "max_in_flight": load.max_in_flight if load.open else None,
+        "open_loop": cast(OpenLoopSummary | None, outcome.open_loop_books),
         "spawn_rate": load.spawn_rate,
         "duration_s": load.duration_s,
         "warmup_s": load.warmup_s,
@@ -91,7 +98,8 @@ def _record(scenario: Scenario, target: Target, load: Load, outcome: RunOutcome)
         "ceiling": {
             "rps": ceil.rps,
             "why": ceil.why,
-            "expected_latency_s": ceil.latency_s(load.users),
+            # closed loop: users / ceiling; open loop: no steady state to expect above it
+            "expected_latency_s": None if load.open else ceil.latency_s(load.users),
             "cpu_unit_ms": round(unit_ms, 3),
         },
         "pct_of_ceiling": 100 * rps / ceil.rps if rps is not None and ceil.rps else None,
@@ -123,6 +131,7 @@ def _judge(outcome: RunOutcome, record: RunRecord, load: Load, cpu_bound: str | 
             record["server_peaks"]["polls_answered"], record["server_peaks"]["polls_sent"]
         ),
         checks.failures_warning(outcome.summary.failure_pct, load.max_failure_pct),
+        *checks.open_loop_warnings(record["open_loop"]),
     ]
     if outcome.locust_warned_cpu and found[0] is None:
         found.append("Locust itself logged 'CPU usage above 90%' (see the run's .log)")
@@ -130,6 +139,8 @@ def _judge(outcome: RunOutcome, record: RunRecord, load: Load, cpu_bound: str | 
         found.append("Locust did not stop by itself and was terminated (safety timeout)")
     elif outcome.exit_code not in (0, 1):  # 1: Locust's exit code when requests failed
         found.append(f"Locust exited with code {outcome.exit_code} (see the run's .log)")
+    if load.open and outcome.open_loop_books is None:
+        found.append("Locust wrote no _arrivals.json: the open loop's accounting is missing")
     if outcome.summary.requests == 0:
         found.append("no request completed during the run")
     return [w for w in found if w]

@@ -12,6 +12,7 @@ from the command line's arguments to Locust's argv and results.json's options.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -30,6 +31,7 @@ from loadtest.analysis.records import (
     HistoryRow,
     ServerSample,
 )
+from loadtest.generator import open_loop
 from loadtest.generator.scenarios import Scenario
 from loadtest.orchestrate.monitor import CpuSampler
 
@@ -39,6 +41,8 @@ LOCUSTFILE = REPO_ROOT / "loadtest" / "locustfile.py"
 _SAFETY_MARGIN_S = 60
 # Load fields that are not Locust's or the run's own (results.json's options leave them out).
 _NOT_OPTIONS = ("drain_timeout_s", "max_failure_pct")
+# The open loop's fields: in results.json's options only when the run was open-loop.
+_OPEN_LOOP = ("arrival_rate", "arrivals", "max_in_flight")
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,14 @@ class Load:
     cpu_warn_pct: float = checks.CPU_WARN_PCT
     max_failure_pct: float = 1.0
     sample_interval_s: float = 0.5
+    # open loop (generator/open_loop.py): arrivals per second; 0 = closed loop (`users` users)
+    arrival_rate: float = 0.0
+    arrivals: open_loop.ArrivalKind = "poisson"
+    max_in_flight: int = open_loop.DEFAULT_MAX_IN_FLIGHT
+
+    @property
+    def open(self) -> bool:
+        return self.arrival_rate > 0
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, **overrides: Any) -> Load:
@@ -66,7 +78,8 @@ class Load:
 
     def options(self) -> dict[str, object]:
         """The fields results.json records under "options"."""
-        return {k: v for k, v in asdict(self).items() if k not in _NOT_OPTIONS}
+        skip = _NOT_OPTIONS if self.open else _NOT_OPTIONS + _OPEN_LOOP
+        return {k: v for k, v in asdict(self).items() if k not in skip}
 
 
 _FIELDS = frozenset(f.name for f in fields(Load))
@@ -94,6 +107,7 @@ class RunSpec:
             str(load.users),
             "-r",
             f"{load.spawn_rate:g}",
+            *self.open_loop_arguments(),
             "-t",
             f"{load.warmup_s + load.duration_s}s",
             "--stop-timeout",
@@ -116,6 +130,19 @@ class RunSpec:
             cmd += ["--warmup-s", str(load.warmup_s)]
         return cmd
 
+    def open_loop_arguments(self) -> list[str]:
+        load = self.load
+        if not load.open:
+            return []
+        return [
+            "--arrival-rate",
+            f"{load.arrival_rate:g}",
+            "--arrivals",
+            load.arrivals,
+            "--max-in-flight",
+            str(load.max_in_flight),
+        ]
+
 
 @dataclass
 class RunOutcome:
@@ -134,6 +161,7 @@ class RunOutcome:
     cpu_summary: CpuSummary | None = None
     locust_warned_cpu: bool = False
     log_text: str = ""
+    open_loop_books: dict[str, Any] | None = None  # PREFIX_arrivals.json; None: closed, or none
 
     def files(self) -> dict[str, str]:
         p = self.spec.prefix
@@ -146,6 +174,7 @@ class RunOutcome:
             "log": f"{p}.log",
             "server_csv": str(server_csv.server_path(p)),
             "bystander_csv": str(server_csv.bystander_path(p)),
+            "arrivals_json": str(open_loop.arrivals_path(p)),
         }
         return {k: v for k, v in names.items() if Path(v).exists()}
 
@@ -206,7 +235,16 @@ def run_locust(spec: RunSpec, monitor: bool = True) -> RunOutcome:
         cpu_summary=CpuSampler.summary(cpu_during) if cpu else None,
         locust_warned_cpu="CPU usage above" in log_text,
         log_text=log_text,
+        open_loop_books=_read_arrivals(spec.prefix) if load.open else None,
     )
+
+
+def _read_arrivals(prefix: Path) -> dict[str, Any] | None:
+    path = open_loop.arrivals_path(prefix)
+    if not path.exists():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
 
 
 def _stop_group(proc: subprocess.Popen[bytes]) -> None:
