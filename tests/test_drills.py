@@ -185,3 +185,18 @@ def test_upstream_down_drill_async(tmp_path: Path) -> None:
     (v,) = result["variants"]  # type: ignore[index]
     assert v["fault_codes"].get("502", 0) > 0
     assert v["untouched_fault_errors"] == 0
+
+
+@pytest.mark.parametrize(
+    ("error", "ms", "never_accepted"),
+    [
+        ("HTTP 0 ConnectionRefusedError: [Errno 111] Connection refused", 1, True),
+        ("HTTP 0 OSError: [Errno 113] No route to host", 14_000, True),  # compose, no container
+        ("HTTP 0 RetriesExceeded: URL x: 0, original=timed out", 3_020, True),  # connect timeout
+        ("HTTP 0 RetriesExceeded: URL x: 0, original=timed out", 60_000, False),  # read timeout
+        ("HTTP 0 ChunkedEncodingError: cut", 50, False),
+    ],
+)
+def test_what_counts_as_never_accepted(error: str, ms: float, never_accepted: bool) -> None:
+    r = Request(T0, T0 + ms / 1000, "/items/[id]", 0, ms, error=f"CatchResponseError: {error}")
+    assert drill._not_accepted(r) is never_accepted

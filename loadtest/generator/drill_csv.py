@@ -10,3 +10,7 @@ REQUEST_COLUMNS = ("start", "end", "name", "status", "response_ms", "order_id", 
 
 def requests_path(prefix: Path | str) -> Path:
     return Path(f"{prefix}_requests.csv")
+
+
+# The drill users' connect timeout (drill_locust.NotedUser); their read timeout is Locust's 60 s.
+CONNECT_TIMEOUT_S = 3.0

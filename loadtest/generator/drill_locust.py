@@ -19,7 +19,7 @@ from locust.argument_parser import LocustArgumentParser
 from locust.env import Environment
 from locust.runners import WorkerRunner
 
-from loadtest.generator.drill_csv import REQUEST_COLUMNS, requests_path
+from loadtest.generator.drill_csv import CONNECT_TIMEOUT_S, REQUEST_COLUMNS, requests_path
 from loadtest.generator.hooks import listen
 from loadtest.generator.scenarios import Scenario
 from loadtest.generator.users import USER_CLASSES, LabUser
@@ -112,7 +112,7 @@ class NotedUser(LabUser):
     # A connect that takes seconds on loopback or a local container network has failed: under
     # compose, one to a published port whose container is gone waits ~14 s for "No route to
     # host", and with the default 60 s the users sit out the fresh container's first seconds.
-    connection_timeout = 3.0
+    connection_timeout = CONNECT_TIMEOUT_S
 
     def send(self, scenario: Scenario) -> None:
         path = scenario.url(vars(self.options))

@@ -35,7 +35,7 @@ from loadtest.analysis.drill_rules import (
     normal_p99,
     read_requests,
 )
-from loadtest.generator.drill_csv import requests_path
+from loadtest.generator.drill_csv import CONNECT_TIMEOUT_S, requests_path
 from loadtest.generator.scenarios import SCENARIOS
 from loadtest.orchestrate.labs import ComposeLab, Lab, NativeLab
 from loadtest.orchestrate.run import REPO_ROOT, Load, RunOutcome, RunSpec, run_locust
@@ -306,7 +306,12 @@ NO_ROUTE = "[Errno 113]"
 
 
 def _not_accepted(r: Request) -> bool:
-    return r.status == 0 and (_cause(r) in NOT_ACCEPTED or NO_ROUTE in r.error)
+    # A timeout within the users' connect timeout (one retry included) was the connect's: the
+    # read timeout is 60 s.
+    connect_timed_out = (
+        "timed out" in r.error and r.response_ms < 2 * CONNECT_TIMEOUT_S * 1000 + 500
+    )
+    return r.status == 0 and (_cause(r) in NOT_ACCEPTED or NO_ROUTE in r.error or connect_timed_out)
 
 
 def _cause(r: Request) -> str:
