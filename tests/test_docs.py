@@ -14,7 +14,11 @@ from services.api.settings import markdown_table
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 SETTINGS_DOC = ROOT / "docs" / "settings.md"
-PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
+PAGES = [
+    README,
+    *sorted((ROOT / "docs").glob("*.md")),
+    *sorted((ROOT / "docs" / "labs").glob("*.md")),
+]
 
 FENCE = re.compile(r"^(```|~~~).*?^\1[ \t]*$", re.M | re.S)
 CODE_SPAN = re.compile(r"(`+).+?\1", re.S)
