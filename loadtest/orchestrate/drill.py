@@ -116,13 +116,17 @@ class DrillSpec(RunSpec):
         return cmd + list(self.extra)
 
 
-def _readyz(url: str) -> str:
-    """/readyz's status and body, as the drill saw it."""
+def _readyz(url: str) -> tuple[str, float]:
+    """/readyz's status and body as the drill saw it, and how long the answer took. The wait is
+    generous: behind a blocked loop the probe queues with the load (seconds on `blocking`), and
+    the rule is about what it says, not how fast; the time is reported."""
+    t0 = time.monotonic()
     try:
-        r = httpx.get(url + "/readyz", timeout=10, trust_env=False)
-        return f"{r.status_code} {r.text[:2000]}"
+        r = httpx.get(url + "/readyz", timeout=30, trust_env=False)
+        answer = f"{r.status_code} {r.text[:2000]}"
     except httpx.HTTPError as exc:
-        return f"no answer: {type(exc).__name__}"
+        answer = f"no answer: {type(exc).__name__}"
+    return answer, round(time.monotonic() - t0, 2)
 
 
 def _names_database(readyz: str) -> bool:
@@ -144,10 +148,10 @@ def _inject(
     elif drill.name == "db-down":
         lab.db_stop()
         time.sleep(min(3.0, fault_s))
-        readyz = _readyz(url)
-        time.sleep(max(0.0, fault_s - 3.0))
+        readyz, took = _readyz(url)
+        time.sleep(max(0.0, fault_s - 3.0 - took))
         lab.db_start()
-        return {"readyz during the fault": readyz}
+        return {"readyz during the fault": readyz, "readyz answered in s": took}
     elif drill.name == "upstream-down":
         lab.upstream_restart(None, down_s=fault_s)
     elif drill.name in ("upstream-slow", "upstream-errors"):
@@ -342,6 +346,7 @@ def _extra_rules(
     if drill.name == "db-down":
         readyz = str(measured.get("readyz during the fault", ""))
         v.extra["/readyz during the fault"] = readyz
+        v.extra["/readyz answered in s"] = measured.get("readyz answered in s")
         if not _names_database(readyz):
             v.broken.append("/readyz did not answer 503 with the database check failing")
         quick = (Settings().db_acquire_timeout + Settings().db_connect_timeout + 1) * 1000
