@@ -17,7 +17,9 @@ import random
 import shlex
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,20 +71,26 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--users", type=int, default=50, help="connections per run (default: 50)")
     p.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="runs per app and scenario, alternating lab and floor (default: 2)",
+    )
+    p.add_argument(
         "--duration",
         dest="duration_s",
         metavar="DURATION",
         type=cli.positive_duration,
-        default=5,
-        help="measured time per run, e.g. 5s (default: 5s)",
+        default=3,
+        help="measured time per run, e.g. 5s (default: 3s)",
     )
     p.add_argument(
         "--warmup",
         dest="warmup_s",
         metavar="DURATION",
         type=cli.duration,
-        default=2,
-        help="load before the measured window, not counted (default: 2s)",
+        default=1,
+        help="load before each measured window, not counted (default: 1s)",
     )
     p.add_argument(
         "--delay-ms",
@@ -103,8 +111,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="parent folder of the results/<time>-bench-floor/ folder (default: results)",
     )
     args = p.parse_args(argv)
-    if args.users < 1:
-        p.error("--users must be at least 1")
+    if args.users < 1 or args.rounds < 1:
+        p.error("--users and --rounds must be at least 1")
     if args.max_ratio <= 0:
         p.error("--max-ratio must be positive")
     return args
@@ -122,9 +130,23 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def measure(
-    server: ServerProcess, port: int, path: Callable[[], str], args: argparse.Namespace
-) -> Run:
+@dataclass
+class Tally:
+    """One app's runs of one scenario, added up over the rounds."""
+
+    requests: int = 0
+    other: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+    cpu_s: float = 0.0
+    latencies_s: list[float] = field(default_factory=list)
+    per_round: list[float | None] = field(default_factory=list)  # CPU ms per request
+
+    def run(self) -> Run:
+        return run_numbers(self.requests, self.other, self.seconds, self.cpu_s, self.latencies_s)
+
+
+def measure(server: ServerProcess, port: int, path: Callable[[], str], args: argparse.Namespace,
+            tally: Tally) -> None:  # fmt: skip
     marks: list[float] = []
 
     def mark() -> None:
@@ -135,9 +157,16 @@ def measure(
         duration_s=args.duration_s, at_start=mark, at_end=mark,
         drain_s=args.delay_ms / 1000 * args.users + 5,
     )  # fmt: skip
-    other = {k: v for k, v in window.statuses.items() if k != "200"}
-    return run_numbers(window.statuses["200"], other, window.seconds, marks[1] - marks[0],
-                       window.latencies_s)  # fmt: skip
+    if not server.is_running():
+        raise ServerError(f"{server.name} exited during the run with status "
+                          f"{server.returncode()}:\n{server.log_tail()}")  # fmt: skip
+    ok = window.statuses["200"]
+    tally.requests += ok
+    tally.other.update({k: v for k, v in window.statuses.items() if k != "200"})
+    tally.seconds += window.seconds
+    tally.cpu_s += marks[1] - marks[0]
+    tally.latencies_s += window.latencies_s
+    tally.per_round.append(1000 * (marks[1] - marks[0]) / ok if ok else None)
 
 
 def bench_variant(lab: NativeLab, variant: str, args: argparse.Namespace, log_dir: Path,
@@ -153,17 +182,22 @@ def bench_variant(lab: NativeLab, variant: str, args: argparse.Namespace, log_di
     }
     pairs = []
     try:
-        for i, scenario in enumerate(args.scenarios):
-            runs: dict[str, Run] = {}
-            # Alternate which goes first, so a slow drift of the machine favours neither.
-            for name in ("lab", "floor") if i % 2 == 0 else ("floor", "lab"):
-                step(f"{variant} x {scenario} ({name})")
-                server, port = apps[name]
-                runs[name] = measure(server, port, paths(scenario, args.delay_ms), args)
-                if not server.is_running():
-                    raise ServerError(f"{server.name} exited during the run with status "
-                                      f"{server.returncode()}:\n{server.log_tail()}")  # fmt: skip
-            pairs.append(pair(variant, scenario, runs["lab"], runs["floor"], args.max_ratio))
+        for scenario in args.scenarios:
+            tallies = {"lab": Tally(), "floor": Tally()}
+            # lab, floor, floor, lab, ...: a drift of the machine (the other users of its
+            # cores come and go) favours neither side.
+            for r in range(args.rounds):
+                for name in ("lab", "floor") if r % 2 == 0 else ("floor", "lab"):
+                    step(f"{variant} x {scenario} ({name}, round {r + 1}/{args.rounds})")
+                    server, port = apps[name]
+                    measure(server, port, paths(scenario, args.delay_ms), args, tallies[name])
+            lab_t, floor_t = tallies["lab"], tallies["floor"]
+            rounds = [
+                round(a / b, 3) if a is not None and b else None
+                for a, b in zip(lab_t.per_round, floor_t.per_round, strict=True)
+            ]
+            pairs.append(pair(variant, scenario, lab_t.run(), floor_t.run(), args.max_ratio,
+                              rounds))  # fmt: skip
     finally:
         lab.stop_api(variant)
         floor.stop()
@@ -177,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log_dir = out / "logs"
     started, t0 = now_iso(), time.monotonic()
     m, v = machine(), versions()
-    total = len(args.variants) * len(args.scenarios) * 2
+    total = len(args.variants) * len(args.scenarios) * 2 * args.rounds
     per_run = args.warmup_s + args.duration_s + 0.5
     estimate = total * per_run + len(args.variants) * _VARIANT_OVERHEAD_S
     say(f"bench-floor: {total} runs of {per_run:g} s, about {estimate / 60:.1f} min, in {out}")
@@ -196,7 +230,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command": command,
         "started": started,
         "wall_s": round(time.monotonic() - t0, 1),
-        "options": {k: args.__dict__[k] for k in ("users", "warmup_s", "duration_s", "delay_ms")},
+        "options": {
+            k: args.__dict__[k] for k in ("users", "rounds", "warmup_s", "duration_s", "delay_ms")
+        },
         "max_ratio": args.max_ratio,
         "machine": m,
         "versions": v,
