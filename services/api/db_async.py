@@ -67,6 +67,13 @@ class AsyncDatabase:
         await self.pool.close()
 
     async def _acquire(self) -> PoolConnectionProxy:
+        # With an idle connection, acquire() returns at once: no timeout to arm (asyncpg's costs
+        # a timer and a cancel scope per call, a good share of a fast query's own CPU).
+        if self.pool.get_idle_size() > 0:
+            try:
+                return await self.pool.acquire()
+            except Exception as exc:
+                raise _translate(exc) from exc
         self._waiting += 1
         try:
             return await self.pool.acquire(timeout=self.s.db_acquire_timeout)
