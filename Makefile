@@ -37,7 +37,7 @@ COMPARE_ARGS   ?=
 CAPACITY_ARGS  ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lock lint test test-ui lab bench-upstream compare capacity drill reference docs-check up urls down logs ps e2e clean
+.PHONY: help venv lock lint test test-ui lab bench-upstream bench-floor compare capacity drill reference docs-check up urls down logs ps e2e clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -80,6 +80,12 @@ lab: venv ## natively: PostgreSQL, upstream, every variant and Locust's UI; Ctrl
 
 bench-upstream: venv ## prove the mock upstream is never the bottleneck (one core, 2,000 req/s)
 	$(PY) -m services.upstream.bench
+
+# bench-floor knobs, e.g. `make bench-floor VARIANTS=async FLOOR_ARGS="--users 100 --duration 5s"`
+FLOOR_ARGS ?=
+
+bench-floor: venv ## each variant vs a minimal app of its stack: CPU/request ratios, fails above 1.10 (~5 min)
+	$(PY) -m loadtest.bench_floor $(if $(VARIANTS),--variants $(VARIANTS)) --out $(OUT) $(FLOOR_ARGS)
 
 compare: venv ## same load on each variant (closed loop; ARRIVAL_RATE=R: open loop): results/<time>/ (needs `make lab`)
 	$(PY) -m loadtest.compare --scenarios $(SCENARIOS) $(if $(VARIANTS),--variants $(VARIANTS)) \

@@ -12,10 +12,11 @@ from fastapi import FastAPI
 
 from services import registry
 
-from .contract import build_router
+from .contract import add_routes
 from .errors import install_error_handlers
 from .metrics import Live, MetricsMiddleware, lag_probe
 from .ops import ops_router, pool_stats
+from .process import ProcessSampler
 from .settings import Settings
 
 
@@ -24,7 +25,9 @@ def create_app(settings: Settings) -> FastAPI:
     database sessions (application_name lab-<variant>-<pid>) always name the same variant."""
     s = settings
     variant = importlib.import_module(registry.get(s.api_variant).module)
-    live = Live()
+    # Only a process pool makes child processes worth sampling (finding them is the costly part).
+    pool = registry.get(s.api_variant).cpu == "executor" and s.cpu_executor == "process"
+    live = Live(process=ProcessSampler(children=pool))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -43,6 +46,6 @@ def create_app(settings: Settings) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware, live=live)
-    app.include_router(build_router(variant, s))
+    add_routes(app.router, variant, s, app.state)
     app.include_router(ops_router(s, live, description=doc.splitlines()[0] if doc else ""))
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 from typing import Any
@@ -36,10 +37,21 @@ def _translate(exc: Exception) -> Exception:
     return exc
 
 
+class _StaleConnection(Exception):
+    """A read failed because its pooled connection had been closed by the server."""
+
+
+@functools.cache
+def _is_read(query: str) -> bool:
+    return query.lstrip().upper().startswith("SELECT")
+
+
 class AsyncDatabase:
     def __init__(self, s: Settings) -> None:
         self.s = s
         self._waiting = 0
+        # fetchrow calls under way, from before acquire() to after release(): the only borrower
+        self._borrowed = 0
         # min_size=0 so that a database that is down at start-up does not stop the API:
         # __aenter__ opens DB_POOL_MIN connections best effort, and
         # max_inactive_connection_lifetime=0 keeps them open.
@@ -69,6 +81,15 @@ class AsyncDatabase:
         await self.pool.close()
 
     async def _acquire(self) -> PoolConnectionProxy:
+        # While at most DB_POOL_MAX calls are under way (this one included), a connection is
+        # free now and acquire() does not wait (opening one is bounded by DB_CONNECT_TIMEOUT):
+        # no timeout to arm. asyncpg's costs a timer and a cancel scope per call, and the pool
+        # reuses it for the reset query on release.
+        if self._borrowed <= self.s.db_pool_max:
+            try:
+                return await self.pool.acquire()
+            except Exception as exc:
+                raise _translate(exc) from exc
         self._waiting += 1
         try:
             return await self.pool.acquire(timeout=self.s.db_acquire_timeout)
@@ -87,6 +108,18 @@ class AsyncDatabase:
             self._waiting -= 1
 
     async def fetchrow(self, query: str, *args: object) -> Row | None:
+        self._borrowed += 1
+        try:
+            try:
+                return await self._fetchrow(query, args, retry=_is_read(query))
+            except _StaleConnection:
+                # The server closed a pooled connection (a restart, pg_terminate_backend) before
+                # the pool heard of it: a read is tried once more, on another connection.
+                return await self._fetchrow(query, args, retry=False)
+        finally:
+            self._borrowed -= 1
+
+    async def _fetchrow(self, query: str, args: tuple[object, ...], retry: bool) -> Row | None:
         conn = await self._acquire()
         try:
             # The client-side bound too: a server that stops answering must not hold us forever.
@@ -96,6 +129,8 @@ class AsyncDatabase:
                 f"no answer within {self.s.db_statement_timeout:g} s (DB_STATEMENT_TIMEOUT)"
             ) from exc
         except Exception as exc:
+            if retry and conn.is_closed():
+                raise _StaleConnection from exc
             raise _translate(exc) from exc
         finally:
             await self._release(conn)

@@ -4,11 +4,11 @@ then answers 503."""
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
 import threading
-import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +26,7 @@ Connection = psycopg2.extensions.connection
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 
 
+@functools.cache
 def _to_pyformat(query: str) -> str:
     """`$1` (asyncpg) -> `%(p1)s` (psycopg2): one SQL text for both drivers, reuse allowed."""
     return _PLACEHOLDER.sub(r"%(p\1)s", query)
@@ -39,6 +40,22 @@ def _translate(exc: psycopg2.Error) -> LabError | None:
     return mapped
 
 
+@functools.cache
+def _is_read(query: str) -> bool:
+    return query.lstrip().upper().startswith("SELECT")
+
+
+class _Waiter:
+    """A thread queued for a connection: what a release hands it, and the event that wakes it."""
+
+    __slots__ = ("conn", "event", "granted")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.conn: Connection | None = None
+        self.granted = False
+
+
 class SyncDatabase:
     def __init__(self, s: Settings) -> None:
         self.dsn, self.min_size, self.max_size = s.database_url, s.db_pool_min, s.db_pool_max
@@ -48,8 +65,8 @@ class SyncDatabase:
         self.application_name = f"lab-{s.api_variant}-{os.getpid()}"
         self._idle: list[Connection] = []
         self._size = self._in_use = 0
-        self._queue: deque[object] = deque()  # waiting threads, oldest first
-        self._cond = threading.Condition()
+        self._queue: deque[_Waiter] = deque()  # waiting threads, oldest first
+        self._lock = threading.Lock()
 
     def __enter__(self) -> SyncDatabase:
         # Best effort: a database that is down at start-up must not stop the API (it answers 503).
@@ -58,7 +75,7 @@ class SyncDatabase:
                 conn = self._connect()
             except DatabaseUnavailable:
                 break
-            with self._cond:
+            with self._lock:
                 self._idle.append(conn)
                 self._size += 1
         return self
@@ -82,28 +99,30 @@ class SyncDatabase:
         return conn
 
     def _acquire(self) -> Connection:
-        deadline = time.monotonic() + self.acquire_timeout
-        me = object()
-        with self._cond:
-            self._queue.append(me)
-            try:
-                # FIFO: a thread that just arrived must not take the connection a waiter was
-                # woken for (that would turn a fair queue into spurious 503s and a worse p99).
-                while self._queue[0] is not me or (not self._idle and self._size >= self.max_size):
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise PoolExhausted(
-                            f"no database connection free after {self.acquire_timeout:g} s "
-                            f"(DB_POOL_MAX={self.max_size})"
-                        )
-                    self._cond.wait(remaining)
+        waiter = None
+        with self._lock:
+            if self._queue or not (self._idle or self._size < self.max_size):
+                # FIFO: a release hands its connection (or its slot) to the oldest waiter
+                # directly and wakes that one thread only, not every waiter to re-check.
+                waiter = _Waiter()
+                self._queue.append(waiter)
+            else:
                 self._in_use += 1
                 if self._idle:
                     return self._idle.pop()
                 self._size += 1  # reserve the slot now, connect outside the lock
-            finally:
-                self._queue.remove(me)
-                self._cond.notify_all()  # the next in line re-checks
+        if waiter is not None:
+            if not waiter.event.wait(self.acquire_timeout):
+                with self._lock:
+                    if not waiter.granted:  # still queued (not handed one meanwhile): give up
+                        self._queue.remove(waiter)
+                        raise PoolExhausted(
+                            f"no database connection free after {self.acquire_timeout:g} s "
+                            f"(DB_POOL_MAX={self.max_size})"
+                        )
+            if waiter.conn is not None:
+                return waiter.conn
+            # handed a slot whose connection broke: open a new one in it
         try:
             return self._connect()
         except BaseException:
@@ -111,13 +130,21 @@ class SyncDatabase:
             raise
 
     def _release(self, conn: Connection | None) -> None:
-        with self._cond:
+        """Hand the connection (or, when it is broken or None, its slot) to the oldest waiter;
+        with none waiting, back to the idle list (or the slot is freed)."""
+        usable = conn is not None and not conn.closed
+        with self._lock:
+            if self._queue:
+                waiter = self._queue.popleft()
+                waiter.conn, waiter.granted = (conn if usable else None), True
+                waiter.event.set()
+                return
             self._in_use -= 1
-            if conn is None or conn.closed:
-                self._size -= 1
-            else:
+            if usable:
+                assert conn is not None
                 self._idle.append(conn)
-            self._cond.notify_all()
+            else:
+                self._size -= 1
 
     @contextmanager
     def connection(self) -> Iterator[Connection]:
@@ -137,7 +164,7 @@ class SyncDatabase:
             self._release(conn)
 
     def _drop_idle(self) -> None:
-        with self._cond:
+        with self._lock:
             for conn in self._idle:
                 conn.close()
             self._size -= len(self._idle)
@@ -148,7 +175,7 @@ class SyncDatabase:
         # timeout) only when it uses it; asyncpg's pool notices on its own. So a read that
         # fails that way is tried once more, on a new connection. Never a write: it may have
         # been committed before the connection broke.
-        retries = 1 if query.lstrip().upper().startswith("SELECT") else 0
+        retries = 1 if _is_read(query) else 0
         while True:
             try:
                 return self._fetchrow(query, args)

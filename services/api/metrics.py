@@ -72,6 +72,10 @@ EXECUTOR_QUEUE = Gauge(
 
 log = logging.getLogger("lab.api")
 LAG_WINDOW_S = 10.0  # /runtime reports the worst lag over this window: a trainer reads it late
+# The gauges (process, threadpool, pools) are refreshed this often by the lag probe, and on every
+# /metrics: not on each probe tick (20 a second), whose own work must stay tiny, since it is paid
+# per second, however few requests a blocked variant serves in it.
+GAUGES_EVERY_S = 0.5
 
 
 @dataclass
@@ -102,10 +106,15 @@ class Live:
 
 
 class MetricsMiddleware:
-    """Pure ASGI (BaseHTTPMiddleware would add a task per request and distort what we measure)."""
+    """Pure ASGI (BaseHTTPMiddleware would add a task per request and distort what we measure).
+
+    Per request: two integer updates and one histogram observation. The in-flight gauge is set
+    from `live.in_flight` per interval (lag probe, /metrics), and each histogram series is
+    looked up once, not through `labels()` (a lock and a tuple) on every request."""
 
     def __init__(self, app: ASGIApp, live: Live) -> None:
         self.app, self.live = app, live
+        self.series: dict[tuple[str, str, int], Any] = {}  # (route, method, status) -> child
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -120,18 +129,18 @@ class MetricsMiddleware:
             await send(message)
 
         start = time.perf_counter()
-        self.live.in_flight += 1
-        IN_FLIGHT.inc()
+        live = self.live
+        live.in_flight += 1
         try:
             await self.app(scope, receive, send_status)
         finally:
-            self.live.in_flight -= 1
-            IN_FLIGHT.dec()
+            live.in_flight -= 1
             # The route template, not the raw path: /items/1 and /items/2 are one series.
-            route = getattr(scope.get("route"), "path", "unmatched")
-            REQUEST_SECONDS.labels(route, scope["method"], str(status)).observe(
-                time.perf_counter() - start
-            )
+            key = (getattr(scope.get("route"), "path", "unmatched"), scope["method"], status)
+            series = self.series.get(key)
+            if series is None:
+                series = self.series[key] = REQUEST_SECONDS.labels(key[0], key[1], str(status))
+            series.observe(time.perf_counter() - start)
 
 
 def threadpool_stats() -> dict[str, int]:
@@ -139,7 +148,8 @@ def threadpool_stats() -> dict[str, int]:
     return {"borrowed": int(limiter.borrowed_tokens), "total": int(limiter.total_tokens)}
 
 
-def _refresh_gauges(live: Live, pools: dict[str, Any]) -> None:
+def refresh_gauges(live: Live, pools: dict[str, Any]) -> None:
+    IN_FLIGHT.set(live.in_flight)
     usage = live.process.usage()
     PROCESS_CPU.labels("api").set(usage.cpu_pct)
     PROCESS_CPU.labels("children").set(usage.children_cpu_pct)
@@ -161,10 +171,12 @@ async def lag_probe(
 ) -> AsyncIterator[None]:
     """Sleep `interval` again and again; how late each wake-up is = how long the loop was blocked.
 
-    Each wake-up also refreshes the gauges, so every gunicorn worker keeps its own numbers fresh."""
+    Every GAUGES_EVERY_S a wake-up also refreshes the gauges, so every gunicorn worker keeps its
+    own numbers fresh."""
 
     async def run() -> None:
         loop = asyncio.get_running_loop()
+        gauges_due = 0.0
         while True:
             before = loop.time()
             live.probe_due = before + interval
@@ -173,8 +185,11 @@ async def lag_probe(
             live.record_lag(lag)
             LOOP_LAG.set(lag)
             LOOP_LAG_SAMPLES.observe(lag)
+            if loop.time() < gauges_due:
+                continue
+            gauges_due = loop.time() + GAUGES_EVERY_S
             try:
-                _refresh_gauges(live, extra())
+                refresh_gauges(live, extra())
             except Exception:  # a metrics bug must not stop the lag probe (it would look frozen)
                 log.exception("refreshing gauges failed")
 

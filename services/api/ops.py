@@ -18,7 +18,7 @@ from services import registry
 
 from .burn import CPU_UNIT_MS
 from .errors import LabError
-from .metrics import LAG_WINDOW_S, Live, prometheus_text, threadpool_stats
+from .metrics import LAG_WINDOW_S, Live, prometheus_text, refresh_gauges, threadpool_stats
 from .process import available_cpus
 from .schemas import Health, Readiness
 from .settings import Settings
@@ -91,7 +91,8 @@ def ops_router(s: Settings, live: Live, description: str) -> APIRouter:
         return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 
     @router.get("/metrics", response_class=Response)
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        refresh_gauges(live, pool_stats(request.app))  # this process's, as of now
         body, content_type = prometheus_text(multiprocess=s.prometheus_multiproc_dir is not None)
         return Response(body, media_type=content_type)
 

@@ -6,6 +6,7 @@ event loop (or a GIL-bound threadpool) can use. Children are the offload variant
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections import deque
@@ -16,6 +17,9 @@ import psutil
 
 WINDOW_S = 1.0  # CPU % is measured over about the last second
 MIN_INTERVAL_S = 0.25  # sampled at most this often (/proc reads; cheap, but not per request)
+# Finding the children means reading every process of the machine (psutil's ppid map, ~1.3 ms
+# with 150 processes): done only when asked for, and at most this often.
+CHILDREN_EVERY_S = 1.0
 
 
 def available_cpus() -> float:
@@ -54,8 +58,13 @@ class Usage:
 class ProcessSampler:
     """Samples CPU time, memory and threads (a few /proc reads) for /runtime and /metrics."""
 
-    def __init__(self) -> None:
+    def __init__(self, children: bool = True) -> None:
+        """`children`: also sample child processes (offload's CPU workers); off for variants
+        that start none, since finding them costs far more than the rest of a sample."""
         self.proc = psutil.Process()
+        self.track_children = children
+        self._children: list[psutil.Process] = []
+        self._children_due = 0.0
         # (monotonic time, own CPU seconds, children's CPU seconds keyed by pid)
         self._samples: deque[tuple[float, float, dict[int, float]]] = deque()
         self._usage = Usage(0.0, 0.0, 0, 0, 0, 0)
@@ -70,7 +79,12 @@ class ProcessSampler:
             rss, threads = self.proc.memory_info().rss, self.proc.num_threads()
         children: dict[int, float] = {}
         children_rss = 0
-        for child in self.proc.children(recursive=True):
+        # Until some are found (the pool starts after this sampler), then every CHILDREN_EVERY_S.
+        if self.track_children and (now >= self._children_due or not self._children):
+            self._children_due = now + CHILDREN_EVERY_S
+            with contextlib.suppress(psutil.Error):
+                self._children = self.proc.children(recursive=True)
+        for child in self._children:
             try:
                 with child.oneshot():
                     t = child.cpu_times()

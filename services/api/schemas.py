@@ -14,13 +14,21 @@ from pydantic import BaseModel, Field, field_validator
 class FromSettings:
     """A query parameter whose default and upper bound are settings (names of Settings fields).
 
-    The router fills them in when the app is built (contract.build_router), so the OpenAPI
+    The router fills them in when the app is built (contract.bind), so the OpenAPI
     document shows the values in force and an endpoint needs no settings of its own."""
 
     default: str
     maximum: str
     minimum: int
     description: str
+
+
+@dataclass(frozen=True)
+class FromState:
+    """An endpoint parameter that is not part of the request: the pool or client the variant's
+    lifespan opened, `app.state.<name>` (contract.bind passes it on every call)."""
+
+    name: str
 
 
 # Largest item id accepted: 2^53 - 1, the largest integer every JSON reader holds exactly (RFC 7493

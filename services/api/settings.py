@@ -79,7 +79,10 @@ class Settings(BaseModel):
     max_work: int = Field(1_000, ge=1, description="largest work accepted (else 422)")
 
     loop_lag_interval: float = Field(
-        0.05, gt=0, description="seconds between event-loop lag probes (and metric refreshes)"
+        0.05,
+        gt=0,
+        description="seconds between event-loop lag probes (the other gauges: every "
+        "0.5 s and on each /metrics)",
     )
     prometheus_multiproc_dir: str | None = Field(
         None, description="set by gunicorn.conf.py for its workers (merged /metrics); not by hand"

@@ -4,25 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
 
 from .errors import NotFound
-from .schemas import Item, Order
+from .schemas import FromState, Item, Order
 
 MIXED_ITEM_ID = 42
 MIXED_WORK = 2  # "a little CPU": about 2 ms
 
 
-def state(name: str) -> Any:
-    """A dependency returning app.state.<name> (the pools the variant's lifespan opened).
-
-    async on purpose: a `def` dependency would take a threadpool token on every request."""
-
-    async def dependency(request: Request) -> Any:
-        return getattr(request.app.state, name)
-
-    return Depends(dependency)
+def state(name: str) -> FromState:
+    """Marks a parameter as app.state.<name> (the pools the variant's lifespan opened), e.g.
+    `DB = Annotated[AsyncDatabase, state("db")]`; the router passes it (contract.bind)."""
+    return FromState(name)
 
 
 def item_or_404(row: dict[str, Any] | None, item_id: int) -> Item:

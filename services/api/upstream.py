@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import aiohttp
 import httpx
@@ -29,25 +27,26 @@ def _timeout(s: Settings) -> httpx.Timeout:
     return httpx.Timeout(s.upstream_timeout)
 
 
-@contextmanager
-def _translate_errors(timeout: float) -> Iterator[None]:
-    """httpx exceptions -> the lab's 502/503/504 (wraps both the sync and the async call)."""
-    try:
-        yield
-    except httpx.PoolTimeout as exc:
-        raise PoolExhausted(f"no upstream connection free after {timeout:g} s") from exc
-    except httpx.TimeoutException as exc:
+_FAILURES = (httpx.HTTPError, aiohttp.ClientError)
+
+
+def _translate(exc: Exception, timeout: float) -> Exception:
+    """httpx exceptions -> the lab's 502/503/504 (for both the sync and the async call; an
+    `except` clause, not a context manager: nothing to pay on the way when the call succeeds)."""
+    if isinstance(exc, httpx.PoolTimeout):
+        return PoolExhausted(f"no upstream connection free after {timeout:g} s")
+    if isinstance(exc, httpx.TimeoutException):
         # httpx-aiohttp reports every aiohttp connection error (refused, reset) as ConnectTimeout.
         cause = exc.__cause__
         if isinstance(cause, aiohttp.ClientError) and not isinstance(cause, TimeoutError):
-            raise UpstreamError(f"upstream unreachable: {type(cause).__name__}") from exc
-        raise UpstreamTimeout(f"upstream did not answer within {timeout:g} s") from exc
-    except httpx.HTTPError as exc:
-        raise UpstreamError(f"upstream unreachable: {type(exc).__name__}") from exc
-    except aiohttp.ClientError as exc:  # what httpx-aiohttp leaves untranslated (bad HTTP, ...)
-        if isinstance(exc, TimeoutError):
-            raise UpstreamTimeout(f"upstream did not answer within {timeout:g} s") from exc
-        raise UpstreamError(f"upstream failed: {type(exc).__name__}") from exc
+            return UpstreamError(f"upstream unreachable: {type(cause).__name__}")
+        return UpstreamTimeout(f"upstream did not answer within {timeout:g} s")
+    if isinstance(exc, httpx.HTTPError):
+        return UpstreamError(f"upstream unreachable: {type(exc).__name__}")
+    # what httpx-aiohttp leaves untranslated (bad HTTP, ...)
+    if isinstance(exc, TimeoutError):
+        return UpstreamTimeout(f"upstream did not answer within {timeout:g} s")
+    return UpstreamError(f"upstream failed: {type(exc).__name__}")
 
 
 def _result(response: httpx.Response, delay_ms: int, start: float) -> UpstreamCall:
@@ -81,13 +80,17 @@ class SyncUpstream:
         """GET one todo that the upstream answers after delay_ms (default: DEFAULT_DELAY_MS)."""
         delay_ms = self.default_delay_ms if delay_ms is None else delay_ms
         start = time.perf_counter()
-        with _translate_errors(self.timeout):
+        try:
             response = self.client.get(f"/todos/{TODO_ID}", params={"delay_ms": delay_ms})
+        except _FAILURES as exc:
+            raise _translate(exc, self.timeout) from exc
         return _result(response, delay_ms, start)
 
     def ping(self) -> None:
-        with _translate_errors(self.timeout):
+        try:
             response = self.client.get("/healthz")
+        except _FAILURES as exc:
+            raise _translate(exc, self.timeout) from exc
         _check_health(response)
 
 
@@ -115,11 +118,15 @@ class AsyncUpstream:
         """GET one todo that the upstream answers after delay_ms (default: DEFAULT_DELAY_MS)."""
         delay_ms = self.default_delay_ms if delay_ms is None else delay_ms
         start = time.perf_counter()
-        with _translate_errors(self.timeout):
+        try:
             response = await self.client.get(f"/todos/{TODO_ID}", params={"delay_ms": delay_ms})
+        except _FAILURES as exc:
+            raise _translate(exc, self.timeout) from exc
         return _result(response, delay_ms, start)
 
     async def ping(self) -> None:
-        with _translate_errors(self.timeout):
+        try:
             response = await self.client.get("/healthz")
+        except _FAILURES as exc:
+            raise _translate(exc, self.timeout) from exc
         _check_health(response)

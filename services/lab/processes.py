@@ -64,6 +64,19 @@ def api_process(
     )
 
 
+def floor_process(variant: str, port: int, log_dir: Path = LOG_DIR, **env: object) -> ServerProcess:
+    """`python -m services.floor VARIANT`: the stack's own floor for a variant (`make
+    bench-floor`), with the lab's server flags; env gives DATABASE_URL and UPSTREAM_URL."""
+    return ServerProcess(
+        name=f"floor-{variant}",
+        cmd=[sys.executable, "-m", "services.floor", variant, "--host", HOST, "--port", str(port)],
+        env={"UPSTREAM_URL": UPSTREAM_URL, **{k: str(v) for k, v in env.items()}},
+        health_url=f"http://{HOST}:{port}/healthz",
+        log_path=log_dir / f"floor-{variant}-{port}.log",
+        cwd=REPO_ROOT,
+    )
+
+
 def locust_process(
     port: int = LOCUST_PORT,
     log_dir: Path = LOG_DIR,
