@@ -127,7 +127,7 @@ def with_reference(repo: Path, values: dict[str, float]) -> Path:
         "Current reference: 2026-01-01-2core-test",
     )
     page = repo / "docs" / "labs" / "01-a-lab.md"
-    page.parent.mkdir()
+    page.parent.mkdir(exist_ok=True)
     page.write_text(LAB_PAGE)
     return page
 
@@ -163,7 +163,7 @@ def test_a_changed_quote_or_measurement_fails(repo: Path) -> None:
 
 def test_a_quote_without_a_current_reference_fails(repo: Path) -> None:
     page = repo / "docs" / "labs" / "01-a-lab.md"
-    page.parent.mkdir()
+    page.parent.mkdir(exist_ok=True)
     page.write_text(LAB_PAGE + "\nA marker alone <!-- ref: compare.upstream.async.rps -->\n")
     done = check(repo, "--no-blocks")
     assert done.returncode == 1

@@ -101,12 +101,24 @@ def test_sigterm_fault_ends_at_the_fresh_process_first_answer() -> None:
     assert drill._fresh_answer([old, refused], measured, T0 + 9) == T0 + 9
 
 
-def test_overload_without_admission_control_is_bounded_by_littles_law() -> None:
+def test_overload_without_admission_control_is_measured_against_littles_law() -> None:
     answered = [req(i * 0.1, 100) for i in range(100)]  # 10 answers/s over 10 s
-    bound = drill._queue_bound(answered, T0, T0 + 10, users=200)
-    assert bound["longest_bound_ms"] == pytest.approx(2 * 200 / 10 * 1000, rel=0.02)
-    fast = [req(i * 0.01, 10) for i in range(1000)]  # 100/s: the queue's wait is 2 s
-    assert drill._queue_bound(fast, T0, T0 + 10, users=200)["longest_bound_ms"] == 30_000
+    queue = drill._queue_bound(answered, T0, T0 + 10, users=200)
+    assert queue["longest_ms"] == pytest.approx(2 * 200 / 10 * 1000, rel=0.02)
+    fast = [req(i * 0.01, 10) for i in range(1000)]  # 100/s: the queue's mean wait is 2 s
+    assert drill._queue_bound(fast, T0, T0 + 10, users=200)["longest_ms"] == pytest.approx(
+        4000, rel=0.02
+    )
+
+
+def test_no_bound_means_no_broken_rule_for_the_longest_response() -> None:
+    slow = [*steady(5), req(5, 90_000)]
+    window = Window(T0 + 1, T0 + 2, 1)
+    unbounded = judge("x", slow, window, float("inf"), None, 100, 10)
+    assert unbounded.longest_bound_ms is None
+    assert not any("longest" in b for b in unbounded.broken)
+    bounded = judge("x", slow, window, 30_000, None, 100, 10)
+    assert any("longest response 90000 ms > bound 30000 ms" in b for b in bounded.broken)
 
 
 def test_durability_on_a_real_database(database_url: str) -> None:

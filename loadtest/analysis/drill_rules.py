@@ -193,7 +193,7 @@ class Verdict:
     untouched_fault_errors: int  # errors of requests the fault should not reach, in the window
     recovery_s: float | None
     longest_ms: float
-    longest_bound_ms: float
+    longest_bound_ms: float | None  # None: no bound applies (an overload without shedding)
     requests: int
     extra: dict[str, Any] = field(default_factory=dict)
     durability: dict[str, int] | None = None
@@ -231,7 +231,7 @@ def judge(
         untouched_fault_errors=len(bystanders),
         recovery_s=rec,
         longest_ms=round(longest, 1),
-        longest_bound_ms=round(longest_bound_ms, 1),
+        longest_bound_ms=round(longest_bound_ms, 1) if math.isfinite(longest_bound_ms) else None,
         requests=len(requests),
     )
     if not requests:

@@ -97,13 +97,24 @@ class ProcessSampler:
             self._samples.popleft()
         first = self._samples[0]
         span = now - first[0]
-        cpu = children_cpu = 0.0
+        cpu = 0.0
         if span > 0:
             cpu = 100 * (own.user + own.system - first[1]) / span
-            # only children present at both ends: a replaced worker must not count negative
-            spent = sum(t - first[2][pid] for pid, t in children.items() if pid in first[2])
-            children_cpu = 100 * max(0.0, spent) / span
+        children_cpu = sum(self._child_rate(pid, t, now) for pid, t in children.items())
         self._usage = Usage(cpu, children_cpu, rss, children_rss, threads, len(children))
+
+    def _child_rate(self, pid: int, cpu_s: float, now: float) -> float:
+        """One child's % of a core, from the oldest sample of the window that saw it (children
+        are listed only every CHILDREN_EVERY_S, so a new worker may be missing from the first);
+        seen only now: since it started, when that is inside the window (its whole life)."""
+        for t0, _, seen in self._samples:
+            if pid in seen and t0 < now:
+                return 100 * max(0.0, cpu_s - seen[pid]) / (now - t0)
+        with contextlib.suppress(psutil.Error, ValueError):
+            age = time.time() - psutil.Process(pid).create_time()
+            if 0 < age <= WINDOW_S:
+                return 100 * cpu_s / age
+        return 0.0
 
     def usage(self) -> Usage:
         # Sampled here too: a blocked loop also stops the lag probe that samples, and /runtime
