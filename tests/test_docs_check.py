@@ -6,6 +6,7 @@ of the repository's docs with one thing broken, next to the unbroken copy that p
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -55,6 +56,23 @@ def edit(path: Path, old: str, new: str) -> None:
     text = path.read_text()
     assert old in text, f"{old!r} is no longer in {path.name}: pick another line to break"
     path.write_text(text.replace(old, new, 1))
+
+
+def name_current(repo: Path, folder: str) -> None:
+    """Point docs/results/README.md's `Current reference:` line at `folder` (or "none yet")."""
+    index = repo / "docs" / "results" / "README.md"
+    text, n = re.subn(
+        r"(?m)^Current reference: .*$", f"Current reference: {folder}", index.read_text()
+    )
+    assert n == 1, "docs/results/README.md has no `Current reference:` line"
+    index.write_text(text)
+
+
+def unquote(repo: Path) -> None:
+    """The copied pages quote the real reference: unquote them, so that only a test's own page
+    meets the reference the test made."""
+    for page in [repo / "README.md", *(repo / "docs").rglob("*.md")]:
+        page.write_text(re.sub(r"<!--\s*ref:[^>]*-->", "", page.read_text()))
 
 
 def line_with(path: Path, text: str) -> int:
@@ -121,11 +139,8 @@ def with_reference(repo: Path, values: dict[str, float]) -> Path:
     folder = repo / "docs" / "results" / "2026-01-01-2core-test"
     folder.mkdir(parents=True)
     (folder / "reference.json").write_text(json.dumps(values))
-    edit(
-        repo / "docs" / "results" / "README.md",
-        "Current reference: none yet",
-        "Current reference: 2026-01-01-2core-test",
-    )
+    name_current(repo, "2026-01-01-2core-test")
+    unquote(repo)
     page = repo / "docs" / "labs" / "01-a-lab.md"
     page.parent.mkdir(exist_ok=True)
     page.write_text(LAB_PAGE)
@@ -162,6 +177,7 @@ def test_a_changed_quote_or_measurement_fails(repo: Path) -> None:
 
 
 def test_a_quote_without_a_current_reference_fails(repo: Path) -> None:
+    name_current(repo, "none yet")
     page = repo / "docs" / "labs" / "01-a-lab.md"
     page.parent.mkdir(exist_ok=True)
     page.write_text(LAB_PAGE + "\nA marker alone <!-- ref: compare.upstream.async.rps -->\n")
@@ -362,6 +378,7 @@ def test_a_short_reference_run_is_quotable(repo: Path) -> None:
     assert "| compare.upstream.sync.rps |" in method
 
     rps = flat["compare.upstream.sync.rps"]
+    unquote(repo)
     page = repo / "docs" / "quote.md"
     page.write_text(f"# Q\n\nsync: {rps:.1f} req/s<!-- ref: compare.upstream.sync.rps -->\n")
     done = check(repo, "--no-blocks")
