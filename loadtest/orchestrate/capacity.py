@@ -105,6 +105,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if not args.steps:
         p.error("no step is within --max-users")
     if args.rates is not None:
+        if over := [r for r in args.rates if r > args.max_rate]:
+            rates = ", ".join(f"{r:g}" for r in over)
+            print(
+                f"capacity: left out rates above --max-rate {args.max_rate:g}: {rates}",
+                file=sys.stderr,
+            )
         args.rates = [r for r in args.rates if r <= args.max_rate]
         if not args.rates:
             p.error("no rate is within --max-rate")
