@@ -409,3 +409,13 @@ def test_fill_writes_the_reference_over_tbd_and_the_check_accepts_it(repo: Path)
     assert "TBD<!-- ref: compare.nope.async.rps -->" in text  # left for a human
     page.write_text(text.replace("unknown TBD<!-- ref: compare.nope.async.rps -->", ""))
     assert check(repo, "--no-blocks").returncode == 0
+
+
+def test_a_checkable_block_inside_a_list_item_is_found_and_dedented(tmp_path: Path) -> None:
+    from tools.docs_check.markdown import fenced
+
+    text = "1. Step:\n\n   ```console check\n   $ echo hi\n   hi\n   ```\n\nafter\n"
+    (block,) = fenced(text)
+    assert block.info == "console check"
+    assert block.body == "$ echo hi\nhi\n"
+    assert block.line == 3

@@ -11,9 +11,12 @@ from functools import cache
 from pathlib import Path
 from urllib.parse import unquote
 
-# A fenced block: ``` or ~~~ (3 or more), an info string, up to the same fence on its own line.
+# A fenced block: ``` or ~~~ (3 or more), an info string, up to the same fence on its own line;
+# indented too (inside a list item), its body then read without that indent.
 FENCE = re.compile(
-    r"^(?P<fence>```+|~~~+)(?P<info>[^\n]*)\n(?P<body>.*?)^(?P=fence)[ \t]*$", re.M | re.S
+    r"^(?P<indent>[ \t]*)(?P<fence>```+|~~~+)(?P<info>[^\n]*)\n(?P<body>.*?)"
+    r"^[ \t]*(?P=fence)[ \t]*$",
+    re.M | re.S,
 )
 CODE_SPAN = re.compile(r"(`+)(.+?)\1", re.S)
 # [text](target) and ![alt](target), an optional "title" after the target
@@ -56,10 +59,17 @@ def line_of(text: str, pos: int) -> int:
 def fenced(text: str) -> list[Fenced]:
     return [
         Fenced(
-            m["info"].strip(), m["body"], line_of(text, m.start()), line_of(text, m.start("body"))
+            m["info"].strip(),
+            _dedent(m["body"], m["indent"]),
+            line_of(text, m.start()),
+            line_of(text, m.start("body")),
         )
         for m in FENCE.finditer(text)
     ]
+
+
+def _dedent(body: str, indent: str) -> str:
+    return "".join(line.removeprefix(indent) for line in body.splitlines(keepends=True))
 
 
 def _blank(m: re.Match[str]) -> str:
