@@ -314,3 +314,42 @@ def test_reads_survive_the_server_closing_pooled_connections(
     conn.close()
     codes = [httpx.get(f"{url}/items/{i}").status_code for i in range(1, 7)]
     assert codes == [200] * 6, codes
+
+
+def test_async_pool_slots_survive_cancelled_waiters(database_url: str) -> None:
+    """asyncpg behind DB_POOL_MAX slots (services/api/db_async.py): a request cancelled while it
+    waits for a slot (a shutdown) must not take one with it, and the queue is first come, first
+    served. On the real pool and PostgreSQL, one connection."""
+    import asyncio
+
+    from services.api.db_async import AsyncDatabase
+    from services.api.settings import load_settings
+
+    settings = load_settings(
+        {"DATABASE_URL": database_url, "DB_POOL_MIN": "1", "DB_POOL_MAX": "1",
+         "DB_ACQUIRE_TIMEOUT": "5"}
+    )  # fmt: skip
+    slow = "SELECT pg_sleep($1::float / 1000) AS slept, $2::int AS n"
+
+    async def scenario() -> tuple[list[object], dict[str, int]]:
+        async with AsyncDatabase(settings) as db:
+            done: list[object] = []
+
+            async def query(n: int) -> None:
+                row = await db.fetchrow(slow, 200, n)
+                done.append(row and row["n"])
+
+            first = asyncio.create_task(query(1))  # holds the only slot for 200 ms
+            await asyncio.sleep(0.02)
+            waiters = [asyncio.create_task(query(n)) for n in (2, 3, 4)]
+            await asyncio.sleep(0.02)
+            assert db.stats()["waiting"] == 3
+            waiters[0].cancel()  # query 2 gives up while queued
+            await asyncio.gather(first, *waiters[1:])
+            assert waiters[0].cancelled()
+            await asyncio.wait_for(db.fetchrow(slow, 0, 5), 2)  # a slot is free again
+            return done, db.stats()
+
+    done, stats = asyncio.run(scenario())
+    assert done == [1, 3, 4]  # in arrival order, without the cancelled one
+    assert stats["waiting"] == 0 and stats["in_use"] == 0, stats

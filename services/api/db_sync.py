@@ -10,8 +10,6 @@ import os
 import re
 import threading
 from collections import deque
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import psycopg2
@@ -27,9 +25,11 @@ _PLACEHOLDER = re.compile(r"\$(\d+)")
 
 
 @functools.cache
-def _to_pyformat(query: str) -> str:
-    """`$1` (asyncpg) -> `%(p1)s` (psycopg2): one SQL text for both drivers, reuse allowed."""
-    return _PLACEHOLDER.sub(r"%(p\1)s", query)
+def _to_pyformat(query: str) -> tuple[str, tuple[int, ...] | None]:
+    """`$n` (asyncpg) -> `%s` (psycopg2): one SQL text for both drivers. Also the order in which
+    the arguments fill the `%s` (None: as given), since `$n` may come out of order or twice."""
+    order = tuple(int(n) - 1 for n in _PLACEHOLDER.findall(query))
+    return _PLACEHOLDER.sub("%s", query), None if order == tuple(range(len(order))) else order
 
 
 def _translate(exc: psycopg2.Error) -> LabError | None:
@@ -67,6 +67,7 @@ class SyncDatabase:
         self._size = self._in_use = 0
         self._queue: deque[_Waiter] = deque()  # waiting threads, oldest first
         self._lock = threading.Lock()
+        self._columns: dict[str, tuple[str, ...]] = {}  # statement -> its result's column names
 
     def __enter__(self) -> SyncDatabase:
         # Best effort: a database that is down at start-up must not stop the API (it answers 503).
@@ -146,22 +147,16 @@ class SyncDatabase:
             else:
                 self._size -= 1
 
-    @contextmanager
-    def connection(self) -> Iterator[Connection]:
-        conn = self._acquire()
-        try:
-            yield conn
-        except psycopg2.Error as exc:
-            mapped = _translate(exc)
-            if mapped is None:
-                raise
-            if not isinstance(mapped, DatabaseTimeout):
-                conn.close()  # broken (server restarted, network gone): never hand it out again
-            if isinstance(mapped, DatabaseUnavailable):
-                self._drop_idle()  # they were opened to the same server: likely broken too
-            raise mapped from exc
-        finally:
-            self._release(conn)
+    def _failed(self, conn: Connection, exc: psycopg2.Error) -> Exception:
+        """What a query's psycopg2 error becomes; a broken connection is closed on the way."""
+        mapped = _translate(exc)
+        if mapped is None:
+            return exc
+        if not isinstance(mapped, DatabaseTimeout):
+            conn.close()  # broken (server restarted, network gone): never hand it out again
+        if isinstance(mapped, DatabaseUnavailable):
+            self._drop_idle()  # they were opened to the same server: likely broken too
+        return mapped
 
     def _drop_idle(self) -> None:
         with self._lock:
@@ -185,13 +180,27 @@ class SyncDatabase:
                 retries -= 1
 
     def _fetchrow(self, query: str, args: tuple[object, ...]) -> Row | None:
-        params = {f"p{i}": arg for i, arg in enumerate(args, start=1)}
-        with self.connection() as conn, conn.cursor() as cur:
-            cur.execute(_to_pyformat(query), params)
-            row = cur.fetchone()
-            if row is None or cur.description is None:  # no row, or a statement without rows
-                return None
-            return dict(zip([c.name for c in cur.description], row, strict=True))
+        sql, order = _to_pyformat(query)
+        if order is not None:
+            args = tuple(args[i] for i in order)
+        conn = self._acquire()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql, args)
+                row = cur.fetchone()
+                if row is None or cur.description is None:  # no row, or no rows to return
+                    return None
+                names = self._columns.get(query)
+                if names is None:  # per statement, once: the names do not change
+                    names = self._columns[query] = tuple(c.name for c in cur.description)
+                return dict(zip(names, row, strict=True))
+        except psycopg2.Error as exc:
+            failure = self._failed(conn, exc)
+            if failure is exc:
+                raise
+            raise failure from exc
+        finally:
+            self._release(conn)
 
     def ping(self) -> None:
         """Readiness: can the database be reached now? On a connection of its own, opened and
