@@ -49,8 +49,8 @@ class Window:
 
 
 class Target:
-    """One server: `users` connections to it, sending only while `gate` is set; `cpu` reads the
-    server's CPU seconds (bench-floor's meter; the client itself never looks at processes)."""
+    """One server: each of its connections (`user`) sends only while `gate` is set; `cpu` reads
+    the server's CPU seconds (bench-floor's meter; the client itself never looks at processes)."""
 
     def __init__(self, name: str, host: str, port: int, path: Path, cpu: Callable[[], float],
                  expect: int = 200) -> None:  # fmt: skip
