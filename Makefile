@@ -81,10 +81,10 @@ lab: venv ## natively: PostgreSQL, upstream, every variant and Locust's UI; Ctrl
 bench-upstream: venv ## prove the mock upstream is never the bottleneck (one core, 2,000 req/s)
 	$(PY) -m services.upstream.bench
 
-# bench-floor knobs, e.g. `make bench-floor VARIANTS=async FLOOR_ARGS="--users 100 --duration 5s"`
+# bench-floor knobs, e.g. `make bench-floor VARIANTS=async FLOOR_ARGS="--users 100 --rounds 40"`
 FLOOR_ARGS ?=
 
-bench-floor: venv ## each variant vs a minimal app of its stack: CPU/request ratios, fails above 1.10 (~5 min)
+bench-floor: venv ## each variant vs a minimal app of its stack: CPU/request ratios, fails above 1.10 (~15 min)
 	$(PY) -m loadtest.bench_floor $(if $(VARIANTS),--variants $(VARIANTS)) --out $(OUT) $(FLOOR_ARGS)
 
 compare: venv ## same load on each variant (closed loop; ARRIVAL_RATE=R: open loop): results/<time>/ (needs `make lab`)

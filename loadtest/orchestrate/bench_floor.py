@@ -3,24 +3,27 @@
 For each variant, on free loopback ports next to an embedded PostgreSQL and the mock upstream:
 the lab's API (`python -m services.api`) and its floor app (`python -m services.floor`, the same
 framework, drivers, client, response models and server flags, none of the lab's extras). Each
-scenario loads both the same way, one after the other (the order alternates between scenarios),
-with a closed-loop client (orchestrate/closed_loop.py). What counts is the server process's CPU
-time over the measured window per request completed in it. Writes results/<time>-bench-floor/
-(report.md, results.json, the servers' logs) and exits 1 when a lab/floor ratio is above
---max-ratio (or a run could not be measured: errors, no requests).
+scenario loads both the same way with one closed-loop client (orchestrate/closed_loop.py) that
+holds connections to both and loads one at a time, in short slices whose order alternates every
+round: the machine's speed drifts, and slices this short put both apps on the same drift. What
+counts is the server process's CPU time over its measured windows per request completed in
+them. Writes results/<time>-bench-floor/ (report.md, results.json, the servers' logs) and exits
+1 when a lab/floor ratio is above --max-ratio (or a run could not be measured: errors, no
+requests).
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import random
+import re
 import shlex
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +31,7 @@ import psutil
 
 from loadtest.analysis.floor_report import Pair, Run, failures, pair, report_md, run_numbers, table
 from loadtest.analysis.machine import machine, versions
-from loadtest.analysis.outputs import new_dir, now_iso, say, write_json
+from loadtest.analysis.outputs import Progress, new_dir, now_iso, say, write_json
 from loadtest.orchestrate import cli, closed_loop
 from loadtest.orchestrate.labs import HOST, NativeLab
 from services import registry
@@ -38,8 +41,26 @@ from services.lab.procs import ServerProcess
 
 N_ITEMS = 100_000  # seeded by services/db/
 SCENARIOS = ("items", "upstream", "db")
+# Each app alone once per scenario before the rounds, not counted: its connections open, its
+# pools fill, before the first window.
+INITIAL_WARMUP_S = 1.0
 # Starting and stopping the two servers of a variant, on top of the runs (first ETA guess).
 _VARIANT_OVERHEAD_S = 6.0
+_SECONDS = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m)?")
+
+
+def seconds(value: str) -> float:
+    """A duration in seconds from "1s", "0.3s", "300ms", "2m" or a bare number (seconds)."""
+    match = _SECONDS.fullmatch(value.strip().lower())
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected a duration like 1s or 300ms, got {value!r}")
+    return float(match[1]) * {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}[match[2]]
+
+
+def positive_seconds(value: str) -> float:
+    if (s := seconds(value)) <= 0:
+        raise argparse.ArgumentTypeError("must be more than 0s")
+    return s
 
 
 def paths(scenario: str, delay_ms: int) -> Callable[[], str]:
@@ -70,28 +91,30 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=list(SCENARIOS),
         help=f"comma-separated subset of {','.join(SCENARIOS)} (default: all)",
     )
-    p.add_argument("--users", type=int, default=50, help="connections per run (default: 50)")
+    p.add_argument("--users", type=int, default=50, help="connections to each app (default: 50)")
     p.add_argument(
         "--rounds",
         type=int,
-        default=2,
-        help="runs per app and scenario, alternating lab and floor (default: 2)",
+        default=20,
+        help="rounds per scenario; each round measures each app once, the order alternating "
+        "(lab, floor, floor, lab, ...) (default: 20)",
     )
     p.add_argument(
         "--duration",
         dest="duration_s",
         metavar="DURATION",
-        type=cli.positive_duration,
-        default=3,
-        help="measured time per run, e.g. 5s (default: 3s)",
+        type=positive_seconds,
+        default=1.0,
+        help="measured time per app and round (a slice), e.g. 1s or 500ms (default: 1s)",
     )
     p.add_argument(
         "--warmup",
         dest="warmup_s",
         metavar="DURATION",
-        type=cli.duration,
-        default=1,
-        help="load before each measured window, not counted (default: 1s)",
+        type=seconds,
+        default=0.3,
+        help="load before each slice's measured window, not counted (default: 0.3s); each "
+        f"scenario also starts with {INITIAL_WARMUP_S:g} s of each app alone, not counted",
     )
     p.add_argument(
         "--delay-ms",
@@ -150,52 +173,63 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-@dataclass
-class Tally:
-    """One app's runs of one scenario, added up over the rounds."""
-
-    requests: int = 0
-    other: Counter[str] = field(default_factory=Counter)
-    seconds: float = 0.0
-    cpu_s: float = 0.0
-    latencies_s: list[float] = field(default_factory=list)
-    per_round: list[float | None] = field(default_factory=list)  # CPU ms per request
-
-    def run(self) -> Run:
-        return run_numbers(self.requests, self.other, self.seconds, self.cpu_s, self.latencies_s)
+def drain_s(args: argparse.Namespace) -> float:
+    """How long to wait for an app's answers after its gate closes: `blocking` answers one
+    request per delay, so `users` queued requests take users x delay."""
+    return float(args.delay_ms / 1000 * args.users + 5)
 
 
-def measure(server: ServerProcess, port: int, path: Callable[[], str], args: argparse.Namespace,
-            tally: Tally) -> None:  # fmt: skip
-    marks: list[float] = []
+def app_run(name: str, result: closed_loop.Interleaved) -> Run:
+    """One app's windows of one scenario, as numbers (round by round and in total)."""
+    mine = [s for s in result.slices if s.target == name]
+    other: Counter[str] = Counter()
+    latencies: list[float] = []
+    for s in mine:
+        other.update({k: v for k, v in s.window.statuses.items() if k != "200"})
+        latencies += s.window.latencies_s
+    return run_numbers(
+        [s.window.statuses["200"] for s in mine],
+        [s.cpu_s for s in mine],
+        other,
+        sum(s.window.seconds for s in mine),
+        latencies,
+        others_cpu_s=sum(s.others_cpu_s for s in mine),
+        late_starts=sum(not s.quiet for s in mine),
+        undrained=result.undrained.get(name, 0),
+    )
 
-    def mark() -> None:
-        marks.append(cpu_seconds(server.pid))
 
-    window = closed_loop.run(
-        HOST, port, path, users=args.users, warmup_s=args.warmup_s,
-        duration_s=args.duration_s, at_start=mark, at_end=mark,
-        drain_s=args.delay_ms / 1000 * args.users + 5,
+def bench_scenario(apps: dict[str, tuple[ServerProcess, int]], scenario: str,
+                   args: argparse.Namespace) -> tuple[Run, Run]:  # fmt: skip
+    path = paths(scenario, args.delay_ms)
+    targets = [
+        closed_loop.Target(name, HOST, port, path, cpu=functools.partial(cpu_seconds, server.pid))
+        for name, (server, port) in apps.items()
+    ]
+
+    def check(_round: int) -> None:
+        for server, _ in apps.values():
+            if not server.is_running():
+                raise ServerError(f"{server.name} exited during the run with status "
+                                  f"{server.returncode()}:\n{server.log_tail()}")  # fmt: skip
+
+    result = closed_loop.interleave(
+        targets, users=args.users, rounds=args.rounds, slice_s=args.duration_s,
+        settle_s=args.warmup_s, warmup_s=INITIAL_WARMUP_S, drain_s=drain_s(args),
+        on_round=check,
     )  # fmt: skip
-    if not server.is_running():
-        raise ServerError(f"{server.name} exited during the run with status "
-                          f"{server.returncode()}:\n{server.log_tail()}")  # fmt: skip
-    ok = window.statuses["200"]
-    tally.requests += ok
-    tally.other.update({k: v for k, v in window.statuses.items() if k != "200"})
-    tally.seconds += window.seconds
-    tally.cpu_s += marks[1] - marks[0]
-    tally.latencies_s += window.latencies_s
-    tally.per_round.append(1000 * (marks[1] - marks[0]) / ok if ok else None)
+    check(args.rounds)
+    return app_run("lab", result), app_run("floor", result)
 
 
 def bench_variant(lab: NativeLab, variant: str, args: argparse.Namespace, log_dir: Path,
-                  step: Callable[[str], None]) -> list[Pair]:  # fmt: skip
+                  progress: Progress) -> list[Pair]:  # fmt: skip
     lab_url = lab.start_api(variant, {})
     floor_port = free_port(HOST)
     floor = floor_process(variant, floor_port, log_dir, DATABASE_URL=lab.dsn,
                           UPSTREAM_URL=lab.upstream_url)  # fmt: skip
     lab.supervisor.start(floor, health_timeout=60)
+    # lab first: the client alternates the order every round from there
     apps = {
         "lab": (lab.apis[variant], int(lab_url.rsplit(":", 1)[1])),
         "floor": (floor, floor_port),
@@ -203,25 +237,25 @@ def bench_variant(lab: NativeLab, variant: str, args: argparse.Namespace, log_di
     pairs = []
     try:
         for scenario in args.scenarios:
-            tallies = {"lab": Tally(), "floor": Tally()}
-            # lab, floor, floor, lab, ...: a drift of the machine (the other users of its
-            # cores come and go) favours neither side.
-            for r in range(args.rounds):
-                for name in ("lab", "floor") if r % 2 == 0 else ("floor", "lab"):
-                    step(f"{variant} x {scenario} ({name}, round {r + 1}/{args.rounds})")
-                    server, port = apps[name]
-                    measure(server, port, paths(scenario, args.delay_ms), args, tallies[name])
-            lab_t, floor_t = tallies["lab"], tallies["floor"]
-            rounds = [
-                round(a / b, 3) if a is not None and b else None
-                for a, b in zip(lab_t.per_round, floor_t.per_round, strict=True)
-            ]
-            pairs.append(pair(variant, scenario, lab_t.run(), floor_t.run(), args.max_ratio,
-                              rounds))  # fmt: skip
+            progress.step(f"{variant} x {scenario}: {args.rounds} rounds")
+            lab_run, floor_run = bench_scenario(apps, scenario, args)
+            p = pair(variant, scenario, lab_run, floor_run, args.max_ratio)
+            if p["ratio"] is not None and p["interval"]:
+                lo, hi = p["interval"]
+                say(
+                    f"  lab/floor CPU per request {p['ratio']:.3f} (90% interval {lo:.3f}-{hi:.3f})"
+                )
+            pairs.append(p)
     finally:
         lab.stop_api(variant)
         floor.stop()
     return pairs
+
+
+def estimate_s(args: argparse.Namespace) -> float:
+    """A first guess of the wall time: the slices, each scenario's warm-up, the servers."""
+    scenario_s = 2 * (INITIAL_WARMUP_S + args.rounds * (args.warmup_s + args.duration_s + 0.03))
+    return float(len(args.variants) * (len(args.scenarios) * scenario_s + _VARIANT_OVERHEAD_S))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -231,27 +265,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     log_dir = out / "logs"
     started, t0 = now_iso(), time.monotonic()
     m, v = machine(), versions()
-    total = len(args.variants) * len(args.scenarios) * 2 * args.rounds
-    per_run = args.warmup_s + args.duration_s + 0.5
-    estimate = total * per_run + len(args.variants) * _VARIANT_OVERHEAD_S
-    say(f"bench-floor: {total} runs of {per_run:g} s, about {estimate / 60:.1f} min, in {out}")
-    done = 0
-
-    def step(label: str) -> None:
-        nonlocal done
-        done += 1
-        say(f"[{done}/{total}] {label}")
-
+    n_pairs = len(args.variants) * len(args.scenarios)
+    estimate = estimate_s(args)
+    say(
+        f"bench-floor: {n_pairs} pairs x {args.rounds} rounds x 2 slices of "
+        f"{args.warmup_s + args.duration_s:g} s, about {estimate / 60:.1f} min, in {out}"
+    )
+    progress = Progress(n_pairs, estimate / n_pairs)
     pairs: list[Pair] = []
     with NativeLab(log_dir=log_dir) as lab:
         for variant in args.variants:
-            pairs += bench_variant(lab, variant, args, log_dir, step)
+            pairs += bench_variant(lab, variant, args, log_dir, progress)
     data: dict[str, Any] = {
         "command": command,
         "started": started,
         "wall_s": round(time.monotonic() - t0, 1),
         "options": {
-            k: args.__dict__[k] for k in ("users", "rounds", "warmup_s", "duration_s", "delay_ms")
+            **{
+                k: args.__dict__[k]
+                for k in ("users", "rounds", "warmup_s", "duration_s", "delay_ms")
+            },
+            "initial_warmup_s": INITIAL_WARMUP_S,
+            "drain_s": drain_s(args),
+            "quiet_core_share": closed_loop.QUIET_CORE_SHARE,
         },
         "max_ratio": args.max_ratio,
         "machine": m,
