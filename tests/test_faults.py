@@ -353,3 +353,36 @@ def test_async_pool_slots_survive_cancelled_waiters(database_url: str) -> None:
     done, stats = asyncio.run(scenario())
     assert done == [1, 3, 4]  # in arrival order, without the cancelled one
     assert stats["waiting"] == 0 and stats["in_use"] == 0, stats
+
+
+def test_async_pool_waiters_expire_as_pool_exhausted(database_url: str) -> None:
+    """A request that waits DB_ACQUIRE_TIMEOUT for a slot gets PoolExhausted (the 503), and the
+    slot comes back to the others afterwards."""
+    import asyncio
+
+    from services.api.db_async import AsyncDatabase
+    from services.api.errors import PoolExhausted
+    from services.api.settings import load_settings
+
+    settings = load_settings(
+        {"DATABASE_URL": database_url, "DB_POOL_MIN": "1", "DB_POOL_MAX": "1",
+         "DB_ACQUIRE_TIMEOUT": "0.2"}
+    )  # fmt: skip
+
+    async def scenario() -> tuple[list[object], float, dict[str, int]]:
+        async with AsyncDatabase(settings) as db:
+            holder = asyncio.create_task(db.fetchrow("SELECT pg_sleep(0.6)"))
+            await asyncio.sleep(0.05)
+            start = time.perf_counter()
+            waiters = await asyncio.gather(
+                *(db.fetchrow("SELECT 1 AS one") for _ in range(3)), return_exceptions=True
+            )
+            waited = time.perf_counter() - start
+            await holder
+            await asyncio.wait_for(db.fetchrow("SELECT 1 AS one"), 2)
+            return list(waiters), waited, db.stats()
+
+    waiters, waited, stats = asyncio.run(scenario())
+    assert all(isinstance(w, PoolExhausted) for w in waiters), waiters
+    assert 0.15 < waited < 0.5, waited
+    assert stats["waiting"] == 0 and stats["in_use"] == 0, stats

@@ -9,6 +9,7 @@ slot costs an integer when one is free, and one timer only when a request has to
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -44,6 +45,11 @@ def _translate(exc: Exception) -> Exception:
     return exc
 
 
+def _terminate(conn: PoolConnectionProxy) -> None:
+    with contextlib.suppress(Exception):  # released meanwhile: nothing left to cut
+        conn.terminate()
+
+
 @functools.cache
 def _is_read(query: str) -> bool:
     return query.lstrip().upper().startswith("SELECT")
@@ -53,7 +59,7 @@ class AsyncDatabase:
     def __init__(self, s: Settings) -> None:
         self.s = s
         self._free = s.db_pool_max  # slots no request holds
-        self._queue: deque[asyncio.Future[None]] = deque()  # requests waiting for a slot
+        self._queue: deque[asyncio.Future[bool]] = deque()  # requests waiting for a slot
         self._waiting = 0
         # min_size=0 so that a database that is down at start-up does not stop the API:
         # __aenter__ opens DB_POOL_MIN connections best effort, and
@@ -85,35 +91,44 @@ class AsyncDatabase:
 
     async def _wait_for_slot(self) -> None:
         loop = asyncio.get_running_loop()
-        slot = loop.create_future()
+        slot: asyncio.Future[bool] = loop.create_future()  # True: handed a slot; False: expired
         self._queue.append(slot)
         timer = loop.call_later(self.s.db_acquire_timeout, self._expire, slot)
         self._waiting += 1
         try:
-            await slot
+            granted = await slot
         except asyncio.CancelledError:
-            if slot.done() and not slot.cancelled() and slot.exception() is None:
+            if slot.done() and not slot.cancelled() and slot.result():
                 self._give_slot()  # handed one just as this request was cancelled: pass it on
             raise
         finally:
             timer.cancel()
             self._waiting -= 1
-
-    def _expire(self, slot: asyncio.Future[None]) -> None:
-        if not slot.done():  # still queued (a release skips it from now on)
-            slot.set_exception(
-                PoolExhausted(
-                    f"no database connection free after {self.s.db_acquire_timeout:g} s "
-                    f"(DB_POOL_MAX={self.s.db_pool_max})"
-                )
+        if not granted:
+            if self.pool.get_size() < self.pool.get_max_size():
+                # The slots are held by requests still opening connections: the database is
+                # slow to answer or unreachable, not busy.
+                raise DatabaseUnavailable("connecting to the database timed out")
+            raise PoolExhausted(
+                f"no database connection free after {self.s.db_acquire_timeout:g} s "
+                f"(DB_POOL_MAX={self.s.db_pool_max})"
             )
+
+    def _expire(self, slot: asyncio.Future[bool]) -> None:
+        # A result, not an exception: a waiter left in the queue must not keep a traceback (and
+        # with it its request) alive until the next release.
+        if not slot.done():
+            slot.set_result(False)
+        # Every waiter has the same timeout, so the expired ones are at the front: drop them.
+        while self._queue and self._queue[0].done():
+            self._queue.popleft()
 
     def _give_slot(self) -> None:
         """To the oldest request still waiting, directly (no other can take it first)."""
         while self._queue:
             slot = self._queue.popleft()
             if not slot.done():  # not expired, not cancelled
-                slot.set_result(None)
+                slot.set_result(True)
                 return
         self._free += 1
 
@@ -134,6 +149,9 @@ class AsyncDatabase:
                     # us forever.
                     row = await conn.fetchrow(query, *args, timeout=self.s.db_statement_timeout + 1)
                 except TimeoutError as exc:
+                    # The server did not cancel its own statement: the connection is suspect,
+                    # and releasing it would first wait for asyncpg's cancel request.
+                    conn.terminate()
                     raise DatabaseTimeout(
                         f"no answer within {self.s.db_statement_timeout:g} s (DB_STATEMENT_TIMEOUT)"
                     ) from exc
@@ -155,11 +173,20 @@ class AsyncDatabase:
         """Give the connection back. Its reset can fail when the server dropped it (a database
         restart: InternalClientError): asyncpg has then terminated it and the pool opens a new
         one on demand. That is not this request's failure: its query already finished (a
-        committed INSERT stays committed), so the answer stands."""
+        committed INSERT stays committed), so the answer stands.
+
+        The reset is a query too: a server that stops answering between the two must not hold
+        the request (and its slot) forever, so a timer terminates the connection (one TimerHandle;
+        `release(timeout=...)` would arm an asyncio.timeout(), several times the cost)."""
+        timer = asyncio.get_running_loop().call_later(
+            self.s.db_statement_timeout + 1, _terminate, conn
+        )
         try:
             await self.pool.release(conn)
         except Exception as exc:  # any reset failure means the same: drop the connection
             logger.warning("dropped a broken pooled connection: %s", type(exc).__name__)
+        finally:
+            timer.cancel()
 
     async def ping(self) -> None:
         """Readiness: can the database be reached now? On a connection of its own, opened and
