@@ -1,5 +1,6 @@
 """`python -m loadtest.capacity`: the search stops where the SLO is crossed (real runs)."""
 
+import itertools
 import json
 import re
 from pathlib import Path
@@ -145,3 +146,15 @@ def test_knee_is_the_sustainable_step_with_the_most_throughput() -> None:
     assert (found["limit_verdict"], found["limit_users"]) == ("verdict at 100 users", 100)
     none = summarize_search("upstream", "blocking", steps[3:], "p95")
     assert none["knee_users"] is None and none["max_rps"] is None
+
+
+def test_log_axis_labels_do_not_run_into_each_other() -> None:
+    from loadtest.analysis.charts import _spaced_labels
+
+    # a refined open-loop search: 700, 750 and 1050 sit too close to a rounder neighbour
+    ticks = [5, 10, 25, 50, 100, 200, 300, 400, 600, 700, 750, 800, 1000, 1050, 1100, 1200]
+    labels = _spaced_labels(ticks)
+    shown = [t for t, label in zip(ticks, labels, strict=True) if label]
+    assert all(b / a >= 1.45 for a, b in itertools.pairwise(shown)), shown
+    assert {5, 10, 100, 1000} <= set(shown)  # the round ones win
+    assert _spaced_labels([1, 2, 5, 10, 25]) == ["1", "2", "5", "10", "25"]

@@ -30,6 +30,20 @@ def colour(variant: str) -> str:
     return v.colour if v else "gray"
 
 
+def _spaced_labels(ticks: Sequence[float], min_ratio: float = 1.45) -> list[str]:
+    """A label for each tick of a log axis, blank where it would touch a label already placed;
+    rounder numbers are placed first (1000 rather than 1050)."""
+
+    def roundness(t: float) -> tuple[int, float]:
+        return len(f"{t:g}".rstrip("0").replace(".", "")), t
+
+    placed: list[float] = []
+    for t in sorted(ticks, key=roundness):
+        if all(max(t, p) / min(t, p) >= min_ratio for p in placed):
+            placed.append(t)
+    return [f"{t:g}" if t in placed else "" for t in ticks]
+
+
 def _log_if_wide(ax: Any, values: Sequence[float | None]) -> None:
     """Log scale when values span more than 30x: 20 ms next to 20 s stays readable."""
     present = [v for v in values if v]
@@ -189,9 +203,10 @@ def capacity_chart(scenario: str, searches: list[SearchRecord], slo_ms: float, p
     ax_lat.legend(fontsize=8)
     _log_if_wide(ax_lat, values)
     ax_lat.set_xscale("log")
-    # the steps' own user counts as ticks, not 2x10^0
+    # the steps' own levels as ticks, not 2x10^0; labelled only where they do not run into the
+    # last label (refined rates such as 700, 750, 800 sit close together on a log axis)
     ticks = sorted({level(s) for search in searches for s in search["steps"]})
-    ax_lat.set_xticks(ticks, [f"{u:g}" for u in ticks])
+    ax_lat.set_xticks(ticks, _spaced_labels(ticks))
     ax_lat.minorticks_off()
     open_loop = any(search.get("mode") == "open" for search in searches)
     ax_lat.set_xlabel(f"{'arrival rate, req/s' if open_loop else 'users'} (log scale)")
