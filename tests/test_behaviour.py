@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from tests.helpers import burst
+from tests.helpers import AppClient, burst
 
 N = 20
 DELAY_MS = 100
@@ -139,9 +139,17 @@ def test_gunicorn_workers_merge_metrics(start_api) -> None:
     assert tokens_total() == 80  # 40 per worker, summed over both
     _, responses = burst(f"{url}/items/3", 30)
     assert all(r.status_code == 200 for r in responses)
-    text = httpx.get(f"{url}/metrics").text
-    # Every worker's requests, whichever worker answered /metrics.
-    assert sum(_samples(text, "lab_http_request_duration_seconds_count", "/items/{item_id}")) == 30
+
+    def items_count() -> float:
+        text = httpx.get(f"{url}/metrics").text
+        return sum(_samples(text, "lab_http_request_duration_seconds_count", "/items/{item_id}"))
+
+    # Every worker's requests, whichever worker answered /metrics: the answering worker adds its
+    # latest at once, the other within its next gauge refresh (GAUGES_EVERY_S).
+    deadline = time.monotonic() + 5
+    while items_count() != 30 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert items_count() == 30
     assert httpx.get(f"{url}/runtime").json()["server"] == "gunicorn"
 
 
@@ -185,3 +193,33 @@ def test_runtime_shows_where_the_cpu_goes(start_api) -> None:
     assert api["rss_mb"] > 10 and api["threads"] >= 1, api
     metrics = httpx.get(f"{url}/metrics").text
     assert _samples(metrics, "lab_process_resident_bytes", 'process="api"')[0] > 10 * 2**20
+
+
+def test_latency_histogram_buckets_match_the_requests(app_client: AppClient) -> None:
+    """The middleware counts latencies into buckets and adds them to the histogram per interval
+    and on /metrics: /metrics must show every request in the right buckets. (The histogram is
+    process-wide and other in-process tests use it too: differences, not totals.)"""
+    client = app_client("async")
+    route = 'route="/io/upstream"'
+
+    def series() -> dict[str, float]:
+        found = {}
+        for line in client.get("/metrics").text.splitlines():
+            if line.startswith("lab_http_request_duration_seconds") and route in line:
+                name, value = line.rsplit(" ", 1)
+                kind = name.split("{")[0].rsplit("_", 1)[1]
+                le = name.split('le="')[1].split('"')[0] if 'le="' in name else ""
+                found[f"{kind}{le}"] = found.get(f"{kind}{le}", 0.0) + float(value)
+        return found
+
+    before = series()
+    for delay_ms in (0, 0, 0, 120, 120):
+        assert client.get(f"/io/upstream?delay_ms={delay_ms}").status_code == 200
+    after = series()
+
+    def added(key: str) -> float:
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert added("count") == 5
+    assert (added("bucket0.1"), added("bucket0.2"), added("bucket+Inf")) == (3, 5, 5)
+    assert 0.24 < added("sum") < 2, added("sum")

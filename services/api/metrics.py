@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
+from bisect import bisect_left
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -32,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .process import ProcessSampler
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 3, 5, 10, 20, 30, 60)
+_UPPER_BOUNDS = (*LATENCY_BUCKETS, math.inf)  # the histogram's buckets, +Inf last as it adds it
 
 REQUEST_SECONDS = Histogram(
     "lab_http_request_duration_seconds", "Request latency", ["route", "method", "status"],
@@ -78,6 +81,27 @@ LAG_WINDOW_S = 10.0  # /runtime reports the worst lag over this window: a traine
 GAUGES_EVERY_S = 0.5
 
 
+@dataclass(slots=True)
+class PendingLatency:
+    """One latency series' observations since the last flush: a count per bucket, the sum."""
+
+    child: Any  # the Histogram child, its labels resolved once
+    counts: list[int] = field(default_factory=lambda: [0] * len(_UPPER_BOUNDS))
+    total: float = 0.0
+
+    def flush(self) -> None:
+        # prometheus_client's Histogram.observe() does this per observation, under a lock per
+        # value; here once per interval (prometheus_client 0.26: _buckets and _sum, one value
+        # per bucket; tests/test_behaviour.py checks the exported counts)
+        for i, n in enumerate(self.counts):
+            if n:
+                self.child._buckets[i].inc(n)
+                self.counts[i] = 0
+        if self.total:
+            self.child._sum.inc(self.total)
+            self.total = 0.0
+
+
 @dataclass
 class Live:
     """The same numbers for /runtime, read directly (prometheus gauges are write-only here)."""
@@ -88,6 +112,8 @@ class Live:
     lag_samples: deque[tuple[float, float]] = field(default_factory=deque)
     started: float = field(default_factory=time.time)
     process: ProcessSampler = field(default_factory=ProcessSampler)
+    # (route, method, status) -> latencies not yet in the histogram (refresh_gauges adds them)
+    latency: dict[tuple[str, str, int], PendingLatency] = field(default_factory=dict)
 
     def record_lag(self, lag: float) -> None:
         now = time.monotonic()
@@ -108,13 +134,12 @@ class Live:
 class MetricsMiddleware:
     """Pure ASGI (BaseHTTPMiddleware would add a task per request and distort what we measure).
 
-    Per request: two integer updates and one histogram observation. The in-flight gauge is set
-    from `live.in_flight` per interval (lag probe, /metrics), and each histogram series is
-    looked up once, not through `labels()` (a lock and a tuple) on every request."""
+    Per request: two integer updates and a bucket count. The histogram itself is updated per
+    interval, with the other gauges (lag probe, and on each /metrics): prometheus_client's
+    observe() takes a lock per value, on every request."""
 
     def __init__(self, app: ASGIApp, live: Live) -> None:
         self.app, self.live = app, live
-        self.series: dict[tuple[str, str, int], Any] = {}  # (route, method, status) -> child
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -135,12 +160,15 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_status)
         finally:
             live.in_flight -= 1
+            elapsed = time.perf_counter() - start
             # The route template, not the raw path: /items/1 and /items/2 are one series.
             key = (getattr(scope.get("route"), "path", "unmatched"), scope["method"], status)
-            series = self.series.get(key)
-            if series is None:
-                series = self.series[key] = REQUEST_SECONDS.labels(key[0], key[1], str(status))
-            series.observe(time.perf_counter() - start)
+            pending = live.latency.get(key)
+            if pending is None:
+                child = REQUEST_SECONDS.labels(key[0], key[1], str(status))
+                pending = live.latency[key] = PendingLatency(child)
+            pending.counts[bisect_left(_UPPER_BOUNDS, elapsed)] += 1
+            pending.total += elapsed
 
 
 def threadpool_stats() -> dict[str, int]:
@@ -149,6 +177,8 @@ def threadpool_stats() -> dict[str, int]:
 
 
 def refresh_gauges(live: Live, pools: dict[str, Any]) -> None:
+    for pending in live.latency.values():
+        pending.flush()
     IN_FLIGHT.set(live.in_flight)
     usage = live.process.usage()
     PROCESS_CPU.labels("api").set(usage.cpu_pct)
