@@ -4,6 +4,7 @@ from the scheduled start, and what the in-flight cap drops is counted as failure
 
 import ast
 import json
+import math
 import random
 import statistics
 from pathlib import Path
@@ -235,7 +236,10 @@ def test_compare_pairs_each_closed_run_with_an_open_one_at_its_rate(
         assert opened["arrival_rate"] == round(closed["stats"]["rps"], 1)
         assert "--arrival-rate" in opened["command"] and "--arrival-rate" not in closed["command"]
         books = opened["open_loop"]
-        assert books["measured_rate"] == pytest.approx(opened["arrival_rate"], rel=0.35)
+        # Poisson arrivals: over 3 s at ~10/s the count's standard deviation is ~18% of it (a
+        # fixed 35% failed once in CI: 14.2/s measured at 9.8/s). Four standard deviations.
+        expected = opened["arrival_rate"] * 3
+        assert abs(books["measured_rate"] * 3 - expected) <= 4 * math.sqrt(expected) + 1, books
         assert books["dropped"] == 0
         c, o = closed["stats"], opened["stats"]
         row = (
