@@ -225,8 +225,10 @@ def report_md(data: dict[str, Any], machine: Machine, versions: dict[str, str]) 
             "it; the ratio is lab / floor of the totals over all rounds, and the verdict reads "
             "it. The 90% interval is the 5th-95th percentile of that ratio recomputed over "
             f"{BOOTSTRAP_DRAWS:,} resamplings of the rounds with replacement (a bootstrap): how "
-            "far it would move with other rounds like these. req/s depends on the client and on "
-            "whoever else uses the cores, CPU per request much less.",
+            "far it would move with other rounds like these. It does not cover the drift between "
+            "runs: on the 2-core reference VM one run's ratio moved by up to 0.08 from the next "
+            "on /items, so rerun before reading a ratio just over the limit. req/s depends on "
+            "the client and on whoever else uses the cores, CPU per request much less.",
             "",
             table(pairs),
             "",

@@ -18,7 +18,6 @@ import argparse
 import ctypes
 import functools
 import random
-import re
 import shlex
 import sys
 import time
@@ -46,21 +45,6 @@ SCENARIOS = ("items", "upstream", "db")
 INITIAL_WARMUP_S = 1.0
 # Starting and stopping the two servers of a variant, on top of the runs (first ETA guess).
 _VARIANT_OVERHEAD_S = 6.0
-_SECONDS = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m)?")
-
-
-def seconds(value: str) -> float:
-    """A duration in seconds from "1s", "0.3s", "300ms", "2m" or a bare number (seconds)."""
-    match = _SECONDS.fullmatch(value.strip().lower())
-    if not match:
-        raise argparse.ArgumentTypeError(f"expected a duration like 1s or 300ms, got {value!r}")
-    return float(match[1]) * {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}[match[2]]
-
-
-def positive_seconds(value: str) -> float:
-    if (s := seconds(value)) <= 0:
-        raise argparse.ArgumentTypeError("must be more than 0s")
-    return s
 
 
 def paths(scenario: str, delay_ms: int) -> Callable[[], str]:
@@ -103,7 +87,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--duration",
         dest="duration_s",
         metavar="DURATION",
-        type=positive_seconds,
+        type=cli.positive_seconds,
         default=1.0,
         help="measured time per app and round (a slice), e.g. 1s or 500ms (default: 1s)",
     )
@@ -111,7 +95,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--warmup",
         dest="warmup_s",
         metavar="DURATION",
-        type=seconds,
+        type=cli.seconds,
         default=0.3,
         help="load before each slice's measured window, not counted (default: 0.3s); each "
         f"scenario also starts with {INITIAL_WARMUP_S:g} s of each app alone, not counted",

@@ -35,8 +35,9 @@ from loadtest.orchestrate import cli
 from loadtest.orchestrate.measure import Load, Target, TargetError, discover, measure
 
 DEFAULT_STEPS = [1, 2, 5, 10, 25, 50, 100, 200, 400, 800]
-# Open loop: arrivals per second. One Locust process keeps about 1,000/s on this machine.
-# Up to 2000: async's knee on upstream is near 1500 req/s on the 2-core reference machine.
+# Open loop: arrivals per second, up to 2000: async's knee on upstream lies past 1000 on the 2-core
+# reference machine. One Locust process keeps about 1,000/s there; above that the report says when
+# the generator fell behind its schedule.
 DEFAULT_RATES = [5, 10, 25, 50, 100, 200, 300, 400, 600, 800, 1000, 1200, 1600, 2000]
 
 

@@ -15,6 +15,7 @@ from loadtest.generator.scenarios import SCENARIOS
 from services.registry import NAMES as VARIANTS
 
 _SPAN = re.compile(r"(\d+)(h|m|s)")
+_SECONDS = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m)?")
 
 
 def duration(value: str) -> int:
@@ -33,6 +34,21 @@ def positive_duration(value: str) -> int:
     if seconds < 1:
         raise argparse.ArgumentTypeError("must be at least 1s")
     return seconds
+
+
+def seconds(value: str) -> float:
+    """A duration finer than Locust's whole seconds (bench-floor's slices), in seconds: "1s",
+    "0.3s", "300ms", "2m" or a bare number (seconds)."""
+    match = _SECONDS.fullmatch(value.strip().lower())
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected a duration like 1s or 300ms, got {value!r}")
+    return float(match[1]) * {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}[match[2]]
+
+
+def positive_seconds(value: str) -> float:
+    if (s := seconds(value)) <= 0:
+        raise argparse.ArgumentTypeError("must be more than 0s")
+    return s
 
 
 def scenario_list(value: str) -> list[str]:

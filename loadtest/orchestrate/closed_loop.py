@@ -230,8 +230,8 @@ def interleave(targets: Sequence[Target], *, users: int, rounds: int, slice_s: f
     warmup_s (not counted), then `rounds` rounds of one window of slice_s per target, in an
     order that alternates every round. A window starts settle_s after its target's gate opens,
     and not before the previous target is quiet (until_quiet: at most drain_s after its gate
-    closed). `on_round(r)`
-    runs after round r (progress, checking that the servers still run; raise to stop)."""
+    closed). `on_round(r)` runs after round r (progress, checking that the servers still run;
+    raise to stop)."""
 
     async def run() -> Interleaved:
         return await _interleave(targets, users, rounds, slice_s, settle_s, warmup_s, drain_s,

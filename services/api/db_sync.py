@@ -25,7 +25,7 @@ _PLACEHOLDER = re.compile(r"\$(\d+)")
 
 
 @functools.cache
-def _to_pyformat(query: str) -> tuple[str, tuple[int, ...] | None]:
+def _psycopg2_sql(query: str) -> tuple[str, tuple[int, ...] | None]:
     """`$n` (asyncpg) -> `%s` (psycopg2): one SQL text for both drivers. Also the order in which
     the arguments fill the `%s` (None: as given), since `$n` may come out of order or twice."""
     order = tuple(int(n) - 1 for n in _PLACEHOLDER.findall(query))
@@ -180,7 +180,7 @@ class SyncDatabase:
                 retries -= 1
 
     def _fetchrow(self, query: str, args: tuple[object, ...]) -> Row | None:
-        sql, order = _to_pyformat(query)
+        sql, order = _psycopg2_sql(query)
         if order is not None:
             args = tuple(args[i] for i in order)
         conn = self._acquire()
