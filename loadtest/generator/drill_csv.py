@@ -12,5 +12,11 @@ def requests_path(prefix: Path | str) -> Path:
     return Path(f"{prefix}_requests.csv")
 
 
+def started_path(prefix: Path | str) -> Path:
+    """Written when the load starts: the drill times its fault from it, not from a guess at
+    how long Locust takes to import and spawn."""
+    return Path(f"{prefix}_started")
+
+
 # The drill users' connect timeout (drill_locust.NotedUser); their read timeout is Locust's 60 s.
 CONNECT_TIMEOUT_S = 3.0

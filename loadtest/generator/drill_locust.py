@@ -12,6 +12,7 @@ import csv
 import itertools
 import json
 import logging
+import time
 from typing import Any
 
 from locust import events
@@ -19,7 +20,12 @@ from locust.argument_parser import LocustArgumentParser
 from locust.env import Environment
 from locust.runners import WorkerRunner
 
-from loadtest.generator.drill_csv import CONNECT_TIMEOUT_S, REQUEST_COLUMNS, requests_path
+from loadtest.generator.drill_csv import (
+    CONNECT_TIMEOUT_S,
+    REQUEST_COLUMNS,
+    requests_path,
+    started_path,
+)
 from loadtest.generator.hooks import listen
 from loadtest.generator.scenarios import Scenario
 from loadtest.generator.users import USER_CLASSES, LabUser
@@ -88,6 +94,11 @@ class Recorder:
             )
         )
 
+    def started(self, environment: Environment, **kwargs: object) -> None:
+        prefix = getattr(environment.parsed_options, "csv_prefix", None)
+        if prefix and not isinstance(environment.runner, WorkerRunner):
+            started_path(prefix).write_text(f"{time.time():.3f}\n")
+
     def write(self, environment: Environment, **kwargs: object) -> None:
         prefix = getattr(environment.parsed_options, "csv_prefix", None)
         if not prefix or isinstance(environment.runner, WorkerRunner):
@@ -100,6 +111,7 @@ class Recorder:
 
 RECORDER = Recorder()
 listen(events.init_command_line_parser, _arguments)
+listen(events.test_start, RECORDER.started)
 listen(events.request, RECORDER.on_request)
 listen(events.quitting, RECORDER.write)
 

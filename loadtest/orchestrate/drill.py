@@ -35,7 +35,7 @@ from loadtest.analysis.drill_rules import (
     normal_p99,
     read_requests,
 )
-from loadtest.generator.drill_csv import CONNECT_TIMEOUT_S, requests_path
+from loadtest.generator.drill_csv import CONNECT_TIMEOUT_S, requests_path, started_path
 from loadtest.generator.scenarios import SCENARIOS
 from loadtest.orchestrate.labs import ComposeLab, Lab, NativeLab
 from loadtest.orchestrate.run import REPO_ROOT, Load, RunOutcome, RunSpec, run_locust
@@ -45,7 +45,7 @@ from services.api.settings import Settings
 
 DRILL_LOCUSTFILE = REPO_ROOT / "loadtest" / "generator" / "drill_locust.py"
 SHAPE_FILE = REPO_ROOT / "loadtest" / "generator" / "drill_shape.py"
-LOCUST_STARTUP_S = 3.0  # Locust's import and spawn before the load is steady
+LOCUST_STARTUP_LIMIT_S = 60.0  # Locust's import and spawn; the fault waits for the load's start
 
 
 @dataclass(frozen=True)
@@ -223,9 +223,11 @@ def run_variant(
     )
     outcome: list[RunOutcome] = []
     thread = threading.Thread(target=lambda: outcome.append(run_locust(spec, monitor=False)))
+    started_path(prefix).unlink(missing_ok=True)
     thread.start()
     try:
-        time.sleep(LOCUST_STARTUP_S + args.fault_at)
+        _wait_for_load(started_path(prefix), thread)
+        time.sleep(args.fault_at)
         start = time.time()
         measured = _inject(drill, lab, variant, url, args.fault_s, bounds["grace_s"])
         end = time.time()
@@ -292,6 +294,16 @@ def run_variant(
     timeline_chart(out / chart, f"{drill.name} on {label}", requests, server, window, marks)
     v.extra["chart"] = chart
     return v, requests
+
+
+def _wait_for_load(started: Path, locust: threading.Thread) -> None:
+    """Until Locust's load has started (its marker file exists): `--fault-at` counts from
+    there, so the load after the fault is the `--after` asked for."""
+    deadline = time.monotonic() + LOCUST_STARTUP_LIMIT_S
+    while not started.exists():
+        if not locust.is_alive() or time.monotonic() > deadline:
+            raise SystemExit(f"drill: Locust's load did not start (no {started})")
+        time.sleep(0.05)
 
 
 def _fresh_answer(requests: Sequence[Request], measured: dict[str, Any], end: float) -> float:
