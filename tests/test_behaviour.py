@@ -101,8 +101,9 @@ def test_cpu_threads_help_only_native_work_processes_help_both(start_api) -> Non
                 assert all(r.status_code == 200 for r in responses)
                 wall[kind, name] = min(elapsed, wall.get((kind, name), elapsed))
     ratio = {k: round(wall[k] / wall[k[0], "1 thread"], 2) for k in wall}
-    # The GIL: two threads take turns on pure-Python work, no faster than one.
-    assert ratio["python", "2 threads"] > 0.9, ratio
+    # The GIL: two threads take turns on pure-Python work, no faster than one. Typically
+    # 0.97-1.06 here; CI once read 0.88 on a busy host, so the bound leaves room for that.
+    assert ratio["python", "2 threads"] > 0.8, ratio
     # Processes run it in parallel; pbkdf2 releases the GIL, so threads do too.
     assert ratio["python", "2 processes"] < 0.85, ratio
     assert ratio["native", "2 threads"] < 0.85, ratio
