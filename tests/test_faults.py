@@ -386,3 +386,44 @@ def test_async_pool_waiters_expire_as_pool_exhausted(database_url: str) -> None:
     assert all(isinstance(w, PoolExhausted) for w in waiters), waiters
     assert 0.15 < waited < 0.5, waited
     assert stats["waiting"] == 0 and stats["in_use"] == 0, stats
+
+
+def test_sync_pool_hands_connections_over_first_come_first_served(database_url: str) -> None:
+    """psycopg2 behind the waiting pool (services/api/db_sync.py), on the real PostgreSQL: with
+    one connection, threads that queue get it in arrival order, one that waits too long gets
+    PoolExhausted and leaves the queue, and the connection is free again afterwards."""
+    from services.api.db_sync import SyncDatabase
+    from services.api.errors import PoolExhausted
+    from services.api.settings import load_settings
+
+    settings = load_settings(
+        {"DATABASE_URL": database_url, "DB_POOL_MIN": "1", "DB_POOL_MAX": "1",
+         "DB_ACQUIRE_TIMEOUT": "0.5"}
+    )  # fmt: skip
+    slow = "SELECT pg_sleep($1::float / 1000) AS slept, $2::int AS n"
+    done: list[object] = []
+
+    with SyncDatabase(settings) as db, ThreadPoolExecutor(8) as threads:
+
+        def query(delay_ms: int, n: int) -> None:
+            try:
+                row = db.fetchrow(slow, delay_ms, n)
+                done.append(row and row["n"])
+            except PoolExhausted:
+                done.append(f"{n}: exhausted")
+
+        futures = [threads.submit(query, 200, 1)]  # holds the only connection for 200 ms
+        for n in (2, 3, 4):  # queue behind it, in this order
+            time.sleep(0.03)
+            futures.append(threads.submit(query, 100, n))
+        for f in futures:
+            f.result()
+        # 2 waits 0.2 s, 3 0.3 s, 4 0.4 s: all within 0.5 s. A 5th behind a 1 s hold gives up.
+        holder = threads.submit(query, 1000, 5)
+        time.sleep(0.05)
+        query(0, 6)
+        holder.result()
+        stats = db.stats()
+        query(0, 7)
+    assert done == [1, 2, 3, 4, "6: exhausted", 5, 7], done
+    assert stats["waiting"] == 0 and stats["in_use"] == 0, stats

@@ -46,14 +46,24 @@ def _is_read(query: str) -> bool:
 
 
 class _Waiter:
-    """A thread queued for a connection: what a release hands it, and the event that wakes it."""
+    """A thread queued for a connection: what a release hands it, and a bare lock, taken at
+    birth, that the release lets go of to wake it. Not a threading.Event: that is a Condition
+    and two locks driven by Python code, and with 40 threads on 20 connections (`threaded`
+    on /items) nearly every query waits."""
 
-    __slots__ = ("conn", "event", "granted")
+    __slots__ = ("_asleep", "conn", "granted")
 
     def __init__(self) -> None:
-        self.event = threading.Event()
+        self._asleep = threading.Lock()
+        self._asleep.acquire()
         self.conn: Connection | None = None
         self.granted = False
+
+    def wait(self, timeout: float) -> bool:
+        return self._asleep.acquire(timeout=timeout)
+
+    def wake(self) -> None:
+        self._asleep.release()
 
 
 class SyncDatabase:
@@ -113,7 +123,7 @@ class SyncDatabase:
                     return self._idle.pop()
                 self._size += 1  # reserve the slot now, connect outside the lock
         if waiter is not None:
-            if not waiter.event.wait(self.acquire_timeout):
+            if not waiter.wait(self.acquire_timeout):
                 with self._lock:
                     if not waiter.granted:  # still queued (not handed one meanwhile): give up
                         self._queue.remove(waiter)
@@ -138,7 +148,7 @@ class SyncDatabase:
             if self._queue:
                 waiter = self._queue.popleft()
                 waiter.conn, waiter.granted = (conn if usable else None), True
-                waiter.event.set()
+                waiter.wake()
                 return
             self._in_use -= 1
             if usable:
