@@ -21,7 +21,7 @@ from fastapi.routing import APIRoute
 
 from loadtest.analysis.floor_report import bootstrap_interval, pair, run_numbers
 from loadtest.orchestrate import closed_loop
-from loadtest.orchestrate.bench_floor import parse_args
+from loadtest.orchestrate.bench_floor import parse_args, split
 from services import floor, registry
 from services.api.contract import ROUTES
 from services.api.settings import Settings
@@ -84,6 +84,25 @@ def test_interval_spans_the_rounds_and_narrows_with_more_of_them() -> None:
     lo4, hi4 = bootstrap_interval(*runs(spread * 4))  # type: ignore[misc]
     assert hi4 - lo4 < 0.7 * (hi - lo)  # 4x the rounds: about half as wide
     assert pair("async", "items", *runs(spread), 1.10)["interval"] == [lo, hi]
+
+
+def test_starts_split_the_rounds_and_each_start_has_its_ratio() -> None:
+    assert split(20, 3) == [7, 7, 6] and split(4, 4) == [1] * 4 and split(5, 1) == [5]
+    # two starts of 5 rounds: the first pair of processes costs 1.2 x its floor, the second 1.0
+    lab = run_numbers([100] * 10, [0.12] * 5 + [0.10] * 5, {}, 10.0, [])
+    floor_run = run_numbers([100] * 10, [0.10] * 10, {}, 10.0, [])
+    p = pair("async", "items", lab, floor_run, 1.10, starts=[5, 5])
+    assert p["ratio"] == 1.1 and p["starts"] == [5, 5] and p["start_ratios"] == [1.2, 1.0]
+    # resampling the rounds alone mixes both starts in every draw; resampling the starts too
+    # shows how far another pair of processes could move the ratio: as far as each start
+    lo1, hi1 = bootstrap_interval(lab, floor_run)  # type: ignore[misc]
+    lo, hi = bootstrap_interval(lab, floor_run, [5, 5])  # type: ignore[misc]
+    assert 1.0 < lo1 < hi1 < 1.2 and (lo, hi) == (1.0, 1.2)
+    with pytest.raises(ValueError):
+        pair("async", "items", lab, floor_run, 1.10, starts=[5, 4])
+    assert parse_args([]).starts == 3
+    with pytest.raises(SystemExit):
+        parse_args(["--rounds", "2", "--starts", "3"])
 
 
 def test_durations_take_fractions_of_a_second() -> None:
@@ -233,7 +252,8 @@ def test_other_answers_and_client_errors_are_counted_by_name() -> None:
 def _bench(out: Path, max_ratio: str) -> subprocess.CompletedProcess[str]:
     cmd = [
         sys.executable, "-m", "loadtest.bench_floor", "--variants", "async", "--scenarios",
-        "items", "--users", "5", "--rounds", "3", "--duration", "300ms", "--warmup", "0.1s",
+        "items", "--users", "5", "--rounds", "3", "--starts", "2", "--duration", "300ms",
+        "--warmup", "0.1s",
         "--max-ratio", max_ratio, "--out", str(out),
     ]  # fmt: skip
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=110, check=False)
@@ -272,15 +292,18 @@ def test_bench_floor_fails_over_the_limit_and_its_numbers_add_up(tmp_path: Path)
     ratio = p["lab"]["cpu_ms_per_request"] / p["floor"]["cpu_ms_per_request"]
     assert p["ratio"] == pytest.approx(ratio, rel=1e-2)
     assert len(p["round_ratios"]) == 3 and p["ok"] is False
+    assert p["starts"] == [2, 1] and len(p["start_ratios"]) == 2 and all(p["start_ratios"])
     lo, hi = p["interval"]
     assert 0 < lo <= hi
     assert (
         f"| async | items | {p['lab']['rps']:.0f} | {p['floor']['rps']:.0f} | "
         f"{p['lab']['cpu_ms_per_request']:.3f} | {p['floor']['cpu_ms_per_request']:.3f} | "
-        f"{p['ratio']:.3f} | {lo:.3f}-{hi:.3f} |"
+        f"{p['ratio']:.3f} | {lo:.3f}-{hi:.3f} | "
+        f"{p['start_ratios'][0]:.3f} {p['start_ratios'][1]:.3f} |"
     ) in report
     assert "over the limit" in report and "wall time" in report
     assert "alternate" in report and "bootstrap" in report and "While one app" in report
+    assert "2 start(s)" in report and data["options"]["starts"] == 2
 
 
 def test_bench_floor_passes_under_a_generous_limit(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ ratio over the rounds, the verdict, report.md."""
 
 from __future__ import annotations
 
+import itertools
 import random
 import statistics
 from collections.abc import Sequence
@@ -40,7 +41,9 @@ class Pair(TypedDict):
     floor: Run
     ratio: float | None  # lab / floor CPU per request, over every round
     round_ratios: list[float | None]  # the same, round by round: how much it moves
-    interval: list[float] | None  # bootstrap 90% interval of `ratio` over the rounds
+    starts: list[int]  # rounds per start (fresh processes), in the order of the rounds
+    start_ratios: list[float | None]  # the ratio of each start's rounds
+    interval: list[float] | None  # bootstrap 90% interval of `ratio`: starts, then rounds
     ok: bool
 
 
@@ -79,21 +82,44 @@ def _ratio_of(lab_cpu: float, lab_n: int, floor_cpu: float, floor_n: int) -> flo
     return (lab_cpu / lab_n) / (floor_cpu / floor_n)
 
 
-def bootstrap_interval(lab: Run, floor: Run, draws: int = BOOTSTRAP_DRAWS,
-                       seed: int = 0) -> list[float] | None:  # fmt: skip
-    """5th and 95th percentile of the total ratio over `draws` resamplings of the rounds (a
-    round: the lab's window and the floor's next to it), with replacement. Seeded: the same
-    run always reports the same interval."""
+Round = tuple[float, int, float, int]  # lab CPU s, lab requests, floor CPU s, floor requests
+
+
+def _groups(lab: Run, floor: Run, starts: Sequence[int]) -> list[list[Round]]:
+    """The rounds (the lab's window and the floor's next to it), grouped by start."""
     rounds = list(zip(lab["round_cpu_s"], lab["round_requests"], floor["round_cpu_s"],
                       floor["round_requests"], strict=True))  # fmt: skip
-    if not rounds:
+    if sum(starts) != len(rounds):
+        raise ValueError(f"{len(rounds)} rounds, but starts say {sum(starts)}")
+    edges = [sum(starts[:i]) for i in range(len(starts) + 1)]
+    return [rounds[a:b] for a, b in itertools.pairwise(edges)]
+
+
+def _total_ratio(rounds: Sequence[Round]) -> float | None:
+    return _ratio_of(sum(r[0] for r in rounds), sum(r[1] for r in rounds),
+                     sum(r[2] for r in rounds), sum(r[3] for r in rounds))  # fmt: skip
+
+
+def bootstrap_interval(
+    lab: Run,
+    floor: Run,
+    starts: Sequence[int] | None = None,
+    draws: int = BOOTSTRAP_DRAWS,
+    seed: int = 0,
+) -> list[float] | None:
+    """5th and 95th percentile of the total ratio over `draws` resamplings with replacement,
+    in two stages as the data came: the starts (fresh processes, each with its own luck),
+    then the rounds within each start drawn. With one start, simply the rounds. Seeded: the
+    same run always reports the same interval."""
+    groups = _groups(lab, floor, starts or [len(lab["round_requests"])])
+    groups = [g for g in groups if g]
+    if not groups:
         return None
     rng = random.Random(seed)
     ratios = []
     for _ in range(draws):
-        sample = rng.choices(rounds, k=len(rounds))
-        ratio = _ratio_of(sum(r[0] for r in sample), sum(r[1] for r in sample),
-                          sum(r[2] for r in sample), sum(r[3] for r in sample))  # fmt: skip
+        sample = [r for g in rng.choices(groups, k=len(groups)) for r in rng.choices(g, k=len(g))]
+        ratio = _total_ratio(sample)
         if ratio is not None:
             ratios.append(ratio)
     if len(ratios) < draws // 2:  # most resamplings had no requests on one side
@@ -105,27 +131,31 @@ def bootstrap_interval(lab: Run, floor: Run, draws: int = BOOTSTRAP_DRAWS,
     ]
 
 
-def pair(variant: str, scenario: str, lab: Run, floor: Run, max_ratio: float) -> Pair:
-    """A ratio only when both runs served requests and no other answers: otherwise not ok."""
+def pair(variant: str, scenario: str, lab: Run, floor: Run, max_ratio: float,
+         starts: Sequence[int] | None = None) -> Pair:  # fmt: skip
+    """A ratio only when both runs served requests and no other answers: otherwise not ok.
+    `starts`: rounds per start, in order (None: one start)."""
     ratio = None
     lab_cpu, floor_cpu = lab["cpu_ms_per_request"], floor["cpu_ms_per_request"]
     if lab_cpu is not None and floor_cpu and not lab["other"] and not floor["other"]:
         ratio = round(lab_cpu / floor_cpu, 3)
-    rounds = zip(lab["round_cpu_s"], lab["round_requests"], floor["round_cpu_s"],
-                 floor["round_requests"], strict=True)  # fmt: skip
-    round_ratios = [None if (r := _ratio_of(*x)) is None else round(r, 3) for x in rounds]
+    starts = list(starts or [len(lab["round_requests"])])
+    groups = _groups(lab, floor, starts)
+    round_ratios = [_rounded(_ratio_of(*x)) for g in groups for x in g]
+    start_ratios = [_rounded(_total_ratio(g)) for g in groups]
     ok = ratio is not None and ratio <= max_ratio
     return {"variant": variant, "scenario": scenario, "lab": lab, "floor": floor,
-            "ratio": ratio, "round_ratios": round_ratios,
-            "interval": bootstrap_interval(lab, floor) if ratio is not None else None,
+            "ratio": ratio, "round_ratios": round_ratios, "starts": starts,
+            "start_ratios": start_ratios,
+            "interval": bootstrap_interval(lab, floor, starts) if ratio is not None else None,
             "ok": ok}  # fmt: skip
 
 
 def table(pairs: Sequence[Pair]) -> str:
     rows = [
         "| variant | scenario | lab req/s | floor req/s | lab CPU ms/req | floor CPU ms/req "
-        "| lab/floor CPU | 90% interval | lab p99 ms | floor p99 ms | |",
-        "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---|",
+        "| lab/floor CPU | 90% interval | per start | lab p99 ms | floor p99 ms | |",
+        "|---|---|---:|---:|---:|---:|---:|---|---|---:|---:|---|",
     ]
     for p in pairs:
         lab, floor = p["lab"], p["floor"]
@@ -134,6 +164,7 @@ def table(pairs: Sequence[Pair]) -> str:
             f"| {p['variant']} | {p['scenario']} | {lab['rps']:.0f} | {floor['rps']:.0f} "
             f"| {_ms(lab['cpu_ms_per_request'])} | {_ms(floor['cpu_ms_per_request'])} "
             f"| {_ratio(p['ratio'])} | {_interval(p['interval'])} "
+            f"| {' '.join(_ratio(r) for r in p['start_ratios'])} "
             f"| {_ms(lab['p99_ms'], 0)} | {_ms(floor['p99_ms'], 0)} "
             f"| {mark} |"
         )
@@ -223,12 +254,16 @@ def report_md(data: dict[str, Any], machine: Machine, versions: dict[str, str]) 
             f"and db calls wait {o['delay_ms']} ms. CPU is the server process's own (user + "
             "system, children included) over each window, divided by the requests completed in "
             "it; the ratio is lab / floor of the totals over all rounds, and the verdict reads "
-            "it. The 90% interval is the 5th-95th percentile of that ratio recomputed over "
-            f"{BOOTSTRAP_DRAWS:,} resamplings of the rounds with replacement (a bootstrap): how "
-            "far it would move with other rounds like these. It does not cover the drift between "
-            "runs: on the 2-core reference VM one run's ratio moved by up to 0.08 from the next "
-            "on /items, so rerun before reading a ratio just over the limit. req/s depends on "
-            "the client and on whoever else uses the cores, CPU per request much less.",
+            f"it. The rounds are split over {o.get('starts', 1)} start(s): each time, the "
+            "variant's lab API and its floor app are started afresh, every variant in turn, "
+            "since a process keeps its own luck (its memory layout, its hash seed, where the "
+            "scheduler puts its threads) for its whole life: two fresh pairs of the same code "
+            "can read several per cent apart (column *per start*). The 90% interval is the "
+            "5th-95th percentile of the ratio recomputed over "
+            f"{BOOTSTRAP_DRAWS:,} resamplings with replacement, of the starts and then of the "
+            "rounds within each (a two-stage bootstrap): how far it would move with other "
+            "starts and rounds like these; with few starts it is rough. req/s depends on the "
+            "client and on whoever else uses the cores, CPU per request much less.",
             "",
             table(pairs),
             "",
@@ -240,6 +275,10 @@ def report_md(data: dict[str, Any], machine: Machine, versions: dict[str, str]) 
             "",
         ]
     )
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
 
 
 def _ms(value: float | None, digits: int = 3) -> str:

@@ -7,7 +7,10 @@ scenario loads both the same way with one closed-loop client (orchestrate/closed
 holds connections to both and loads one at a time, in short slices whose order alternates every
 round: the machine's speed drifts, and slices this short put both apps on the same drift. What
 counts is the server process's CPU time over its measured windows per request completed in
-them. Writes results/<time>-bench-floor/ (report.md, results.json, the servers' logs) and exits
+them. Each variant's two servers are started afresh --starts times, the rounds split among the
+starts: a process's own luck (its memory layout, its hash seed, where the scheduler puts its
+threads) moves its CPU per request by several per cent for its whole life. Writes
+results/<time>-bench-floor/ (report.md, results.json, the servers' logs) and exits
 1 when a lab/floor ratio is above --max-ratio (or a run could not be measured: errors, no
 requests).
 """
@@ -84,6 +87,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "(lab, floor, floor, lab, ...) (default: 20)",
     )
     p.add_argument(
+        "--starts",
+        type=int,
+        default=3,
+        help="fresh lab and floor processes per variant, the rounds split among them: one "
+        "process's luck (memory layout, hash seed, placement) lasts its whole life, and only "
+        "fresh processes average it out (default: 3)",
+    )
+    p.add_argument(
         "--duration",
         dest="duration_s",
         metavar="DURATION",
@@ -119,8 +130,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="parent folder of the results/<time>-bench-floor/ folder (default: results)",
     )
     args = p.parse_args(argv)
-    if args.users < 1 or args.rounds < 1:
-        p.error("--users and --rounds must be at least 1")
+    if args.users < 1 or args.rounds < 1 or args.starts < 1:
+        p.error("--users, --rounds and --starts must be at least 1")
+    if args.rounds < args.starts:
+        p.error("--rounds must be at least --starts: each start measures one round or more")
     if args.max_ratio <= 0:
         p.error("--max-ratio must be positive")
     return args
@@ -163,9 +176,15 @@ def drain_s(args: argparse.Namespace) -> float:
     return float(args.delay_ms / 1000 * args.users + 5)
 
 
-def app_run(name: str, result: closed_loop.Interleaved) -> Run:
-    """One app's windows of one scenario, as numbers (round by round and in total)."""
-    mine = [s for s in result.slices if s.target == name]
+def split(rounds: int, starts: int) -> list[int]:
+    """`rounds` shared among `starts` as evenly as they go: 20 over 3 -> 7, 7, 6."""
+    return [rounds // starts + (i < rounds % starts) for i in range(starts)]
+
+
+def app_run(name: str, results: Sequence[closed_loop.Interleaved]) -> Run:
+    """One app's windows of one scenario over every start, as numbers (round by round, in
+    the order of the starts, and in total)."""
+    mine = [s for result in results for s in result.slices if s.target == name]
     other: Counter[str] = Counter()
     latencies: list[float] = []
     for s in mine:
@@ -179,12 +198,12 @@ def app_run(name: str, result: closed_loop.Interleaved) -> Run:
         latencies,
         others_cpu_s=sum(s.others_cpu_s for s in mine),
         late_starts=sum(not s.quiet for s in mine),
-        undrained=result.undrained.get(name, 0),
+        undrained=sum(result.undrained.get(name, 0) for result in results),
     )
 
 
-def bench_scenario(apps: dict[str, tuple[ServerProcess, int]], scenario: str,
-                   args: argparse.Namespace) -> tuple[Run, Run]:  # fmt: skip
+def bench_scenario(apps: dict[str, tuple[ServerProcess, int]], scenario: str, rounds: int,
+                   args: argparse.Namespace) -> closed_loop.Interleaved:  # fmt: skip
     path = paths(scenario, args.delay_ms)
     targets = [
         closed_loop.Target(name, HOST, port, path, cpu=functools.partial(cpu_seconds, server.pid))
@@ -198,16 +217,24 @@ def bench_scenario(apps: dict[str, tuple[ServerProcess, int]], scenario: str,
                                   f"{server.returncode()}:\n{server.log_tail()}")  # fmt: skip
 
     result = closed_loop.interleave(
-        targets, users=args.users, rounds=args.rounds, slice_s=args.duration_s,
+        targets, users=args.users, rounds=rounds, slice_s=args.duration_s,
         settle_s=args.warmup_s, warmup_s=INITIAL_WARMUP_S, drain_s=drain_s(args),
         on_round=check,
     )  # fmt: skip
-    check(args.rounds)
-    return app_run("lab", result), app_run("floor", result)
+    check(rounds)
+    return result
 
 
-def bench_variant(lab: NativeLab, variant: str, args: argparse.Namespace, log_dir: Path,
-                  progress: Progress) -> list[Pair]:  # fmt: skip
+def bench_start(
+    lab: NativeLab,
+    variant: str,
+    rounds: int,
+    label: str,
+    args: argparse.Namespace,
+    log_dir: Path,
+    progress: Progress,
+) -> dict[str, closed_loop.Interleaved]:
+    """One start: the variant's lab API and its floor, fresh, through every scenario."""
     lab_url = lab.start_api(variant, {})
     floor_port = free_port(HOST)
     floor = floor_process(variant, floor_port, log_dir, DATABASE_URL=lab.dsn,
@@ -218,28 +245,54 @@ def bench_variant(lab: NativeLab, variant: str, args: argparse.Namespace, log_di
         "lab": (lab.apis[variant], int(lab_url.rsplit(":", 1)[1])),
         "floor": (floor, floor_port),
     }
-    pairs = []
+    results = {}
     try:
         for scenario in args.scenarios:
-            progress.step(f"{variant} x {scenario}: {args.rounds} rounds")
-            lab_run, floor_run = bench_scenario(apps, scenario, args)
-            p = pair(variant, scenario, lab_run, floor_run, args.max_ratio)
-            if p["ratio"] is not None and p["interval"]:
-                lo, hi = p["interval"]
-                say(
-                    f"  lab/floor CPU per request {p['ratio']:.3f} (90% interval {lo:.3f}-{hi:.3f})"
-                )
-            pairs.append(p)
+            progress.step(f"{variant} x {scenario}, {label}: {rounds} rounds")
+            results[scenario] = bench_scenario(apps, scenario, rounds, args)
     finally:
         lab.stop_api(variant)
         floor.stop()
+    return results
+
+
+def bench(lab: NativeLab, args: argparse.Namespace, log_dir: Path,
+          progress: Progress) -> list[Pair]:  # fmt: skip
+    """Start after start, every variant in each (a slow stretch of the machine then spreads
+    over the variants rather than landing on one); a pair pools its starts' rounds."""
+    shares = split(args.rounds, args.starts)
+    done: dict[tuple[str, str], list[closed_loop.Interleaved]] = {}
+    for k, rounds in enumerate(shares):
+        for variant in args.variants:
+            label = f"start {k + 1}/{len(shares)}"
+            for scenario, result in bench_start(lab, variant, rounds, label, args, log_dir,
+                                                progress).items():  # fmt: skip
+                done.setdefault((variant, scenario), []).append(result)
+    pairs = []
+    for variant in args.variants:
+        for scenario in args.scenarios:
+            results = done[variant, scenario]
+            p = pair(variant, scenario, app_run("lab", results), app_run("floor", results),
+                     args.max_ratio, starts=shares)  # fmt: skip
+            if p["ratio"] is not None and p["interval"]:
+                lo, hi = p["interval"]
+                say(
+                    f"{variant} x {scenario}: lab/floor CPU per request {p['ratio']:.3f} (90% "
+                    f"interval {lo:.3f}-{hi:.3f}; per start {_starts(p['start_ratios'])})"
+                )
+            pairs.append(p)
     return pairs
+
+
+def _starts(ratios: Sequence[float | None]) -> str:
+    return " ".join("-" if r is None else f"{r:.3f}" for r in ratios)
 
 
 def estimate_s(args: argparse.Namespace) -> float:
     """A first guess of the wall time: the slices, each scenario's warm-up, the servers."""
-    scenario_s = 2 * (INITIAL_WARMUP_S + args.rounds * (args.warmup_s + args.duration_s + 0.03))
-    return float(len(args.variants) * (len(args.scenarios) * scenario_s + _VARIANT_OVERHEAD_S))
+    slices_s = 2 * args.rounds * (args.warmup_s + args.duration_s + 0.03)
+    per_start_s = 2 * INITIAL_WARMUP_S * len(args.scenarios) + _VARIANT_OVERHEAD_S
+    return float(len(args.variants) * (len(args.scenarios) * slices_s + args.starts * per_start_s))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -253,13 +306,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     estimate = estimate_s(args)
     say(
         f"bench-floor: {n_pairs} pairs x {args.rounds} rounds x 2 slices of "
-        f"{args.warmup_s + args.duration_s:g} s, about {estimate / 60:.1f} min, in {out}"
+        f"{args.warmup_s + args.duration_s:g} s over {args.starts} starts, about "
+        f"{estimate / 60:.1f} min, in {out}"
     )
-    progress = Progress(n_pairs, estimate / n_pairs)
-    pairs: list[Pair] = []
+    steps = n_pairs * args.starts
+    progress = Progress(steps, estimate / steps)
     with NativeLab(log_dir=log_dir) as lab:
-        for variant in args.variants:
-            pairs += bench_variant(lab, variant, args, log_dir, progress)
+        pairs = bench(lab, args, log_dir, progress)
     data: dict[str, Any] = {
         "command": command,
         "started": started,
@@ -267,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "options": {
             **{
                 k: args.__dict__[k]
-                for k in ("users", "rounds", "warmup_s", "duration_s", "delay_ms")
+                for k in ("users", "rounds", "starts", "warmup_s", "duration_s", "delay_ms")
             },
             "initial_warmup_s": INITIAL_WARMUP_S,
             "drain_s": drain_s(args),
