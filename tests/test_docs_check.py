@@ -104,6 +104,26 @@ def test_a_broken_anchor_or_link_fails(repo: Path) -> None:
     assert f"README.md:{line}: link docs/load-tests.md: no such file" in done.stderr
 
 
+def test_a_link_to_lines_that_moved_away_from_its_name_fails(repo: Path) -> None:
+    page = repo / "docs" / "labs" / "09-processes.md"
+    edit(page, "(../../services/api/app.py#L23-L51)", "(../../services/api/app.py#L5-L9)")
+    # the other form: `lag_probe` in [`services/api/metrics.py`](...)
+    other = repo / "docs" / "labs" / "04-blocking-call.md"
+    edit(other, "metrics.py#L198-L232)", "metrics.py#L150-L170)")
+    done = check(repo, "--no-blocks")
+    assert done.returncode == 1
+    line = line_with(page, "app.py#L5-L9)")
+    assert (
+        f"docs/labs/09-processes.md:{line}: link ../../services/api/app.py#L5-L9: lines 5-9 "
+        "are not `create_app` (L"
+    ) in done.stderr
+    line = line_with(other, "metrics.py#L150-L170)")
+    assert (
+        f"docs/labs/04-blocking-call.md:{line}: link ../../services/api/metrics.py#L150-L170: "
+        "lines 150-170 are not `lag_probe`" in done.stderr
+    )
+
+
 def test_a_renamed_make_target_fails(repo: Path) -> None:
     edit(repo / "Makefile", "\ncompare: venv", "\ncompare-variants: venv")
     done = check(repo, "--no-blocks")

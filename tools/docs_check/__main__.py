@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tools.docs_check.blocks import Block, blocks, run_blocks
-from tools.docs_check.markdown import Problem, check_links, pages
+from tools.docs_check.markdown import Problem, check_line_links, check_links, pages
 from tools.docs_check.names import check_names
 from tools.docs_check.refs import check_refs
 
@@ -74,7 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{b.where}  ({lab}{env}) $ {b.commands[0].command.splitlines()[0]}")
         return 0
     for page in chosen:
-        problems += check_links(root, page) + check_names(root, page) + check_refs(root, page)
+        problems += check_links(root, page) + check_line_links(root, page)
+        problems += check_names(root, page) + check_refs(root, page)
     for problem in problems:
         print(problem, file=sys.stderr)
     if not args.no_blocks and selected:

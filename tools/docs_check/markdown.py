@@ -3,6 +3,7 @@ headings and their anchors. Every finding keeps its line number."""
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 from collections.abc import Iterator
@@ -125,6 +126,53 @@ def links(text: str) -> list[tuple[int, str]]:
     """(line, target) of every Markdown link and image outside code."""
     text = prose(text)
     return [(line_of(text, m.start()), m[1]) for m in LINK.finditer(text)]
+
+
+# [`name`](path.py#L12-L30), or `name` in [file](path.py#L12-L30): a code span naming a
+# function, a class or a method (its last dotted part counts: `async_.read_item`,
+# `AsyncUpstream.__init__`; `def name` too), linked to lines of a module.
+FILE_SUFFIXES = {"py", "md", "yaml", "yml", "toml", "sql", "sh"}
+_LINES = r"\(\s*<?([^)\s>#]+\.py)#L(\d+)(?:-L?(\d+))?>?\s*\)"
+_NAME = r"`(?:async def |def |class )?(?:[\w.]+\.)?(\w+)`"
+NAMED_LINES = re.compile(rf"\[{_NAME}\]{_LINES}|{_NAME} in\s+\[`?[^\]`]*\.py`?\]{_LINES}")
+
+
+def _spans(source: str) -> dict[str, list[tuple[int, int]]]:
+    """Every function's and class's lines in a Python module, by name."""
+    found: dict[str, list[tuple[int, int]]] = {}
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            found.setdefault(node.name, []).append((first, node.end_lineno or node.lineno))
+    return found
+
+
+def check_line_links(root: Path, page: Path) -> list[Problem]:
+    """A link from a named function or class to lines of a module (lines move as code
+    changes, and nothing else would notice): the lines must start inside that definition."""
+    text = (root / page).read_text()
+    outside = without_fences(text)
+    problems = []
+    for m in NAMED_LINES.finditer(outside):
+        groups = m.groups()[:4] if m[1] else m.groups()[4:]
+        name, target, first, last = (
+            groups[0],
+            groups[1],
+            int(groups[2]),
+            int(groups[3] or groups[2]),
+        )
+        if name in FILE_SUFFIXES:  # [`sync.py`](...): a file, not a definition
+            continue
+        dest = Path(os.path.normpath((root / page).parent / unquote(target)))
+        if not dest.is_file():
+            continue  # check_links reports it
+        spans = _spans(dest.read_text()).get(name, [])
+        if not any(a <= first <= min(b, last) for a, b in spans):
+            where = ", ".join(f"L{a}-L{b}" for a, b in spans) or "not defined there"
+            link = m[0][m[0].rindex("(") + 1 : -1].strip()
+            message = f"link {link}: lines {first}-{last} are not `{name}` ({where})"
+            problems.append(Problem(page, line_of(outside, m.start()), message))
+    return problems
 
 
 def check_links(root: Path, page: Path) -> list[Problem]:
