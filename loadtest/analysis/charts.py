@@ -129,7 +129,22 @@ def scenario_over_time(scenario: str, runs: list[RunRecord], path: Path) -> Path
         _bystander_over_time(axes[1], runs)
     ax_rps.set_ylabel("req/s")
     ax_rps.set_xlabel("seconds since the run started")
+    _shade_warmup(axes, max(r["warmup_s"] for r in runs))
     return _save(fig, f"{scenario}: latency and throughput over the run (warm-up included)", path)
+
+
+def _shade_warmup(axes: Any, warmup_s: float) -> None:
+    """The warm-up in grey on every panel. Locust resets its statistics when it ends, so its
+    req/s (a rolling window) drops and climbs back in the seconds after: the reset, not the
+    server."""
+    if warmup_s <= 0:
+        return
+    for ax in axes:
+        ax.axvspan(0, warmup_s, color="0.92", zorder=0)
+    axes[-1].text(
+        warmup_s / 2, 0.97, "warm-up: not counted;\nstats reset at its end", fontsize=7,
+        ha="center", va="top", transform=axes[-1].get_xaxis_transform(), color="0.35",
+    )  # fmt: skip
 
 
 def _bystander_over_time(ax: Any, runs: list[RunRecord]) -> None:
