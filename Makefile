@@ -84,7 +84,7 @@ bench-upstream: venv ## prove the mock upstream is never the bottleneck (one cor
 # bench-floor knobs, e.g. `make bench-floor VARIANTS=async FLOOR_ARGS="--users 100 --rounds 40"`
 FLOOR_ARGS ?=
 
-bench-floor: venv ## each variant vs a minimal app of its stack: CPU/request ratios, fails above 1.10 (~15 min)
+bench-floor: venv ## each variant vs a minimal app of its stack: CPU/request ratios, fails above 1.10 (~16 min)
 	$(PY) -m loadtest.bench_floor $(if $(VARIANTS),--variants $(VARIANTS)) --out $(OUT) $(FLOOR_ARGS)
 
 compare: venv ## same load on each variant (closed loop; ARRIVAL_RATE=R: open loop): results/<time>/ (needs `make lab`)
