@@ -247,9 +247,9 @@ def report_md(data: dict[str, Any], machine: Machine, versions: dict[str, str]) 
             f"one app's connections send at a time. Per scenario each app is first loaded alone "
             f"for {o['initial_warmup_s']:g} s (not counted); then, in each of {o['rounds']} "
             f"rounds, each app's gate opens, {o['warmup_s']:g} s to settle, {o['duration_s']:g} "
-            "s measured, gate closed, in the order lab, floor, floor, lab, ... so that a drift "
-            "favours neither. A window starts only once the other app has answered all its "
-            "requests or uses under "
+            "s measured, gate closed, in the order lab, floor, floor, lab, ... (the next start "
+            "begins with the floor) so that a drift favours neither. A window starts only once "
+            "the other app has answered all its requests or uses under "
             f"{100 * o['quiet_core_share']:g}% of a core (at most {o['drain_s']:g} s). Upstream "
             f"and db calls wait {o['delay_ms']} ms. CPU is the server process's own (user + "
             "system, children included) over each window, divided by the requests completed in "
@@ -262,7 +262,8 @@ def report_md(data: dict[str, Any], machine: Machine, versions: dict[str, str]) 
             "5th-95th percentile of the ratio recomputed over "
             f"{BOOTSTRAP_DRAWS:,} resamplings with replacement, of the starts and then of the "
             "rounds within each (a two-stage bootstrap): how far it would move with other "
-            "starts and rounds like these; with few starts it is rough. req/s depends on the "
+            "starts and rounds like these. It is conservative (the rounds' own noise counts "
+            "in both stages) and, with few starts, rough. req/s depends on the "
             "client and on whoever else uses the cores, CPU per request much less.",
             "",
             table(pairs),

@@ -233,6 +233,7 @@ def bench_start(
     args: argparse.Namespace,
     log_dir: Path,
     progress: Progress,
+    lab_first: bool = True,
 ) -> dict[str, closed_loop.Interleaved]:
     """One start: the variant's lab API and its floor, fresh, through every scenario."""
     lab_url = lab.start_api(variant, {})
@@ -240,11 +241,14 @@ def bench_start(
     floor = floor_process(variant, floor_port, log_dir, DATABASE_URL=lab.dsn,
                           UPSTREAM_URL=lab.upstream_url)  # fmt: skip
     lab.supervisor.start(floor, health_timeout=60)
-    # lab first: the client alternates the order every round from there
+    # The client alternates the order every round from the first app; the starts alternate
+    # which app that is, so that over an odd number of rounds per start neither leads more.
     apps = {
         "lab": (lab.apis[variant], int(lab_url.rsplit(":", 1)[1])),
         "floor": (floor, floor_port),
     }
+    if not lab_first:
+        apps = dict(reversed(apps.items()))
     results = {}
     try:
         for scenario in args.scenarios:
@@ -265,8 +269,9 @@ def bench(lab: NativeLab, args: argparse.Namespace, log_dir: Path,
     for k, rounds in enumerate(shares):
         for variant in args.variants:
             label = f"start {k + 1}/{len(shares)}"
-            for scenario, result in bench_start(lab, variant, rounds, label, args, log_dir,
-                                                progress).items():  # fmt: skip
+            started = bench_start(lab, variant, rounds, label, args, log_dir, progress,
+                                  lab_first=k % 2 == 0)  # fmt: skip
+            for scenario, result in started.items():
                 done.setdefault((variant, scenario), []).append(result)
     pairs = []
     for variant in args.variants:

@@ -149,7 +149,8 @@ def _spans(source: str) -> dict[str, list[tuple[int, int]]]:
 
 def check_line_links(root: Path, page: Path) -> list[Problem]:
     """A link from a named function or class to lines of a module (lines move as code
-    changes, and nothing else would notice): the lines must start inside that definition."""
+    changes, and nothing else would notice): the lines must start inside a definition of that
+    name (only the last dotted part is compared: `A.f` passes on any `f` of the module)."""
     text = (root / page).read_text()
     outside = without_fences(text)
     problems = []
@@ -171,7 +172,8 @@ def check_line_links(root: Path, page: Path) -> list[Problem]:
             where = ", ".join(f"L{a}-L{b}" for a, b in spans) or "not defined there"
             link = m[0][m[0].rindex("(") + 1 : -1].strip()
             message = f"link {link}: lines {first}-{last} are not `{name}` ({where})"
-            problems.append(Problem(page, line_of(outside, m.start()), message))
+            target_at = m.start(2) if m[1] else m.start(6)  # the link's line, not the name's
+            problems.append(Problem(page, line_of(outside, target_at), message))
     return problems
 
 
