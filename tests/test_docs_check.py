@@ -79,6 +79,11 @@ def line_with(path: Path, text: str) -> int:
     return next(n for n, line in enumerate(path.read_text().splitlines(), 1) if text in line)
 
 
+def at(repo: Path, page: Path, text: str) -> str:
+    """`page:line:` as docs-check names the line of `page` (in `repo`) that holds `text`."""
+    return f"{page.relative_to(repo).as_posix()}:{line_with(page, text)}:"
+
+
 def test_the_repository_docs_pass() -> None:
     done = check(ROOT, "--no-blocks")
     assert done.returncode == 0, done.stderr
@@ -95,13 +100,14 @@ def test_a_broken_anchor_or_link_fails(repo: Path) -> None:
     edit(repo / "README.md", "(docs/loadtest.md)", "(docs/load-tests.md)")
     done = check(repo, "--no-blocks")
     assert done.returncode == 1
-    line = line_with(page, "settings.md#how-configuration-flow)")
     assert (
-        f"docs/architecture.md:{line}: link settings.md#how-configuration-flow: "
-        "no heading #how-configuration-flow in docs/settings.md"
+        f"{at(repo, page, 'settings.md#how-configuration-flow)')} link "
+        "settings.md#how-configuration-flow: no heading #how-configuration-flow in docs/settings.md"
     ) in done.stderr
-    line = line_with(repo / "README.md", "(docs/load-tests.md)")
-    assert f"README.md:{line}: link docs/load-tests.md: no such file" in done.stderr
+    readme = repo / "README.md"
+    assert (
+        f"{at(repo, readme, '(docs/load-tests.md)')} link docs/load-tests.md: no such file"
+    ) in done.stderr
 
 
 def test_a_link_to_lines_that_moved_away_from_its_name_fails(repo: Path) -> None:
@@ -112,24 +118,25 @@ def test_a_link_to_lines_that_moved_away_from_its_name_fails(repo: Path) -> None
     edit(other, "metrics.py#L198-L232)", "metrics.py#L150-L170)")
     done = check(repo, "--no-blocks")
     assert done.returncode == 1
-    line = line_with(page, "app.py#L5-L9)")
     assert (
-        f"docs/labs/09-processes.md:{line}: link ../../services/api/app.py#L5-L9: lines 5-9 "
+        f"{at(repo, page, 'app.py#L5-L9)')} link ../../services/api/app.py#L5-L9: lines 5-9 "
         "are not `create_app` (L"
     ) in done.stderr
-    line = line_with(other, "metrics.py#L150-L170)")
     assert (
-        f"docs/labs/04-blocking-call.md:{line}: link ../../services/api/metrics.py#L150-L170: "
-        "lines 150-170 are not `lag_probe`" in done.stderr
-    )
+        f"{at(repo, other, 'metrics.py#L150-L170)')} link "
+        "../../services/api/metrics.py#L150-L170: lines 150-170 are not `lag_probe`"
+    ) in done.stderr
 
 
 def test_a_renamed_make_target_fails(repo: Path) -> None:
     edit(repo / "Makefile", "\ncompare: venv", "\ncompare-variants: venv")
     done = check(repo, "--no-blocks")
     assert done.returncode == 1
-    line = line_with(repo / "README.md", "make compare SCENARIOS=upstream USERS=200")
-    assert f"README.md:{line}: make compare: no such target in the Makefile" in done.stderr
+    readme = repo / "README.md"
+    assert (
+        f"{at(repo, readme, 'make compare SCENARIOS=upstream USERS=200')} make compare: "
+        "no such target in the Makefile"
+    ) in done.stderr
 
 
 def test_a_missing_file_module_or_function_fails(repo: Path) -> None:
