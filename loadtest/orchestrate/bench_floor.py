@@ -31,7 +31,16 @@ from typing import Any
 
 import psutil
 
-from loadtest.analysis.floor_report import Pair, Run, failures, pair, report_md, run_numbers, table
+from loadtest.analysis.floor_report import (
+    Pair,
+    Run,
+    failures,
+    pair,
+    per_start,
+    report_md,
+    run_numbers,
+    table,
+)
 from loadtest.analysis.machine import machine, versions
 from loadtest.analysis.outputs import Progress, new_dir, now_iso, say, write_json
 from loadtest.orchestrate import cli, closed_loop
@@ -283,14 +292,10 @@ def bench(lab: NativeLab, args: argparse.Namespace, log_dir: Path,
                 lo, hi = p["interval"]
                 say(
                     f"{variant} x {scenario}: lab/floor CPU per request {p['ratio']:.3f} (90% "
-                    f"interval {lo:.3f}-{hi:.3f}; per start {_starts(p['start_ratios'])})"
+                    f"interval {lo:.3f}-{hi:.3f}; per start {per_start(p)})"
                 )
             pairs.append(p)
     return pairs
-
-
-def _starts(ratios: Sequence[float | None]) -> str:
-    return " ".join("-" if r is None else f"{r:.3f}" for r in ratios)
 
 
 def estimate_s(args: argparse.Namespace) -> float:
